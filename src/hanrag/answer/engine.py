@@ -1,0 +1,413 @@
+"""The ask flow: memory -> planner -> retrieval -> context -> generator -> events -> stored turn.
+
+``AnswerEngine.ask`` is an async stream of events that the CLI, the HTTP API, the
+job worker and the evaluation harness all consume:
+
+* ``references`` — the numbered sources (once, before any text),
+* ``delta`` — answer text increments (never the whole text again),
+* ``done`` — the full answer, the citations actually used, timings, usage,
+* ``error`` — a stable code and a message; nothing is stored for that turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hanrag.answer.planner import Plan, Planner
+from hanrag.answer.prompts import FALLBACK_NOTICE
+from hanrag.domain import Hit, SearchFilters, from_epoch, to_epoch
+from hanrag.errors import HanragError, InvalidInputError
+from hanrag.korean.analyzer import require_text, sentences
+from hanrag.llm.base import GenerationOptions, GenerationRequest, Generator, Source, Turn, Usage
+from hanrag.llm.extractive import ExtractiveGenerator
+
+if TYPE_CHECKING:
+    from hanrag.engine import Engine
+
+_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+@dataclass(slots=True)
+class AnswerEvent:
+    type: str  # references | delta | done | error
+    data: dict[str, Any]
+    # The exception behind an ``error`` event, for callers that map it to HTTP/CLI codes.
+    exception: HanragError | None = None
+
+
+@dataclass(slots=True)
+class AskOptions:
+    rag: bool = True
+    k: int | None = None
+    stream_generation: GenerationOptions | None = None
+    # Legacy clients name their own room ids: create the session instead of refusing it.
+    create_missing_session: bool = False
+    today: date | None = None
+    # Memory given by the caller (OpenAI-style clients send the whole conversation);
+    # such turns are not stored, the client keeps its own history.
+    history: list[Turn] | None = None
+
+
+@dataclass(slots=True)
+class AnswerResult:
+    answer: str
+    citations: list[dict[str, Any]]
+    references: list[dict[str, Any]]
+    session_id: str | None
+    timings: dict[str, float]
+    usage: dict[str, int | None] | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+    fallback: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "citations": self.citations,
+            "session_id": self.session_id,
+            "timings": self.timings,
+            "usage": self.usage,
+            "fallback": self.fallback,
+        }
+
+
+def reference_of(source: Source) -> dict[str, Any]:
+    chunk = source.hit.chunk
+    snippet = source.text if len(source.text) <= 300 else source.text[:300].rstrip() + "…"
+    return {
+        "n": source.n,
+        "chunk_id": chunk.chunk_id,
+        "document_id": chunk.document_id,
+        "source": chunk.source,
+        "file_name": Path(chunk.source).name,
+        "title": chunk.title,
+        "page": chunk.page,
+        "sheet": chunk.sheet,
+        "date": from_epoch(chunk.date).date().isoformat(),
+        "score": round(source.hit.score, 6),
+        "snippet": snippet,
+        "text": source.text,
+    }
+
+
+def cited_numbers(answer: str) -> list[int]:
+    numbers: list[int] = []
+    for group in _CITATION.findall(answer):
+        for part in group.split(","):
+            n = int(part.strip())
+            if n not in numbers:
+                numbers.append(n)
+    return numbers
+
+
+class AnswerEngine:
+    def __init__(self, engine: Engine, generator: Generator, planner: Planner) -> None:
+        self.engine = engine
+        self.generator = generator
+        self.planner = planner
+        self.settings = engine.settings.answer
+        # The writes an answer leaves behind get their own threads: one for a SQLite catalog,
+        # which takes one writer at a time anyway (more threads would only wait on its lock
+        # while taking CPU from the retrieval of newer questions), a few for a server database.
+        sqlite = engine.settings.resolved_catalog_url.startswith("sqlite")
+        self._writers = ThreadPoolExecutor(max_workers=1 if sqlite else 4, thread_name_prefix="hanrag-turns")
+        self._extractive = (
+            generator
+            if isinstance(generator, ExtractiveGenerator)
+            else ExtractiveGenerator(
+                max_sentences=self.settings.extractive_sentences,
+                analysis_cache_size=self.settings.extractive_cache_passages,
+            )
+        )
+
+    def close(self) -> None:
+        self._writers.shutdown(wait=True)
+
+    # ---------------------------------------------------------------- context
+
+    def pack(self, hits: list[Hit]) -> list[Source]:
+        """Numbered sources within the token budget: lowest-ranked passages go first,
+        and a passage that does not fit whole is cut only between sentences."""
+        budget = self.settings.context_tokens
+        count = self.engine.shared_embedder.count_tokens
+        sources: list[Source] = []
+        for hit in hits:
+            text = hit.chunk.text
+            tokens = count(text)
+            if tokens > budget:
+                kept: list[str] = []
+                used = 0
+                for sentence in sentences(text):
+                    sentence_tokens = count(sentence)
+                    if used + sentence_tokens > budget:
+                        break
+                    kept.append(sentence)
+                    used += sentence_tokens
+                if not kept:
+                    break
+                text, tokens = " ".join(kept), used
+            sources.append(Source(n=len(sources) + 1, hit=hit, text=text))
+            budget -= tokens
+            if budget <= 0:
+                break
+        return sources
+
+    def _validate(self, question: str) -> str:
+        return require_text(question, field="question", max_chars=self.settings.max_question_chars)
+
+    def _window(self, turns: list[Turn]) -> list[Turn]:
+        """The last ``memory_messages`` messages, starting with a question.
+
+        Whole turns only: an odd window would start with an answer whose question was
+        cut off, and chat templates that require user/assistant alternation reject that.
+        """
+        window = turns[-self.settings.memory_messages :] if self.settings.memory_messages else []
+        while window and window[0].role != "user":
+            window = window[1:]
+        return window
+
+    def _history(self, session_id: str | None) -> list[Turn]:
+        if session_id is None or self.settings.memory_messages == 0:
+            return []
+        rows = self.engine.sessions.messages(session_id, last=self.settings.memory_messages)
+        return self._window([Turn(row.role, row.content) for row in rows])
+
+    def _open_session(
+        self, session_id: str | None, principal: str | None, *, create_missing: bool, load_history: bool
+    ) -> list[Turn]:
+        """Check (or create) the caller's session and return its recent turns."""
+        if session_id is None:
+            return []
+        missing = InvalidInputError(
+            f"no session {session_id!r}", code="session_not_found", field="session_id"
+        )
+        if principal is not None:
+            owner = self.engine.sessions.owner(session_id)
+            if owner is not None and owner != principal:
+                raise missing  # someone else's conversation: refused exactly like a missing one
+        if not self.engine.sessions.exists(session_id):
+            if not create_missing:
+                raise missing
+            try:
+                self.engine.sessions.create(session_id, principal=principal)
+            except InvalidInputError as exc:
+                # Another request created the room first (two first turns racing): use it.
+                if exc.code != "session_exists":
+                    raise
+        return self._history(session_id) if load_history else []
+
+    def _retrieve(
+        self, plan: Plan, filters: SearchFilters | None, principals: list[str] | None, options: AskOptions
+    ) -> list[Source]:
+        """The numbered sources for a plan (none when retrieval is off or not needed)."""
+        hits: list[Hit] = []
+        if options.rag and plan.route != "none":
+            search_filters = self._filters(plan, filters)
+            if principals is not None:
+                search_filters = replace(search_filters, principals=principals)
+            hits = self.engine.search(
+                plan.question, k=options.k or self.settings.k, filters=search_filters
+            ).hits
+        return self.pack(hits)
+
+    def _record_turn(
+        self,
+        session_id: str | None,
+        principal: str | None,
+        *,
+        new_session: bool,
+        store_turn: bool,
+        question: str,
+        answer: str,
+        citations: list[dict[str, Any]],
+        references: list[dict[str, Any]],
+    ) -> None:
+        if store_turn and session_id is not None:
+            self.engine.sessions.append_turn(
+                session_id,
+                question=question,
+                answer=answer,
+                cited_chunk_ids=[c["chunk_id"] for c in citations],
+                references=references,
+                create=new_session,
+                principal=principal,
+            )
+        self.engine.audit.record(
+            principal or "anonymous",
+            "question",
+            target=session_id,
+            detail={
+                "question": question[:500],
+                "cited_documents": sorted({c["document_id"] for c in citations}),
+            },
+        )
+
+    def _filters(self, plan: Plan, filters: SearchFilters | None) -> SearchFilters:
+        filters = filters or SearchFilters()
+        if (
+            self.settings.apply_time_filter
+            and plan.time_range is not None
+            and filters.date_from is None
+            and filters.date_to is None
+        ):
+            start = datetime(
+                plan.time_range.start.year, plan.time_range.start.month, plan.time_range.start.day
+            )
+            end = datetime(plan.time_range.end.year, plan.time_range.end.month, plan.time_range.end.day)
+            filters = replace(filters, date_from=to_epoch(start), date_to=to_epoch(end) + 86399)
+        return filters
+
+    # -------------------------------------------------------------------- ask
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        session_id: str | None = None,
+        principal: str | None = None,
+        principals: list[str] | None = None,
+        filters: SearchFilters | None = None,
+        options: AskOptions | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        options = options or AskOptions()
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        try:
+            text = self._validate(question)
+            # Two thread hops before the first event (the session's checks and memory, then
+            # search and packing), not one per step: under load every hop waits its turn.
+            opened = await asyncio.to_thread(
+                self._open_session,
+                session_id,
+                principal,
+                create_missing=options.create_missing_session,
+                load_history=options.history is None,
+            )
+            history = self._window(options.history) if options.history is not None else opened
+            plan = await self.planner.plan(text, history, options.today or date.today())
+            timings["planning_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            search_started = time.perf_counter()
+            sources = await asyncio.to_thread(self._retrieve, plan, filters, principals, options)
+            timings["retrieval_ms"] = round((time.perf_counter() - search_started) * 1000, 2)
+        except HanragError as exc:
+            yield AnswerEvent("error", {"code": exc.code, "message": exc.message}, exc)
+            return
+        references = [reference_of(s) for s in sources]
+        yield AnswerEvent("references", {"references": references, "plan": plan.as_dict()})
+
+        request = GenerationRequest(
+            question=plan.question,
+            sources=sources,
+            history=history,
+            rag=options.rag and plan.route != "none",
+            options=options.stream_generation or self.engine.generation_options(),
+        )
+        if not request.rag and not options.rag:
+            request.sources = []
+        parts: list[str] = []
+        # Whitespace at the end of a delta is held back until more text follows, and leading
+        # whitespace is dropped, so the deltas concatenate exactly to the (stripped) answer.
+        held = ""
+        usage: Usage | None = None
+        fallback: str | None = None
+        generation_started = time.perf_counter()
+        generator: Generator = self.generator
+        while True:
+            try:
+                async for chunk in generator.stream(request):
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                    piece = chunk.text.lstrip() if not parts else chunk.text
+                    body = piece.rstrip()
+                    if not body:
+                        held += piece if parts else ""
+                        continue
+                    piece, held = held + body, piece[len(body) :]
+                    if not parts:
+                        timings["time_to_first_token_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                    parts.append(piece)
+                    yield AnswerEvent("delta", {"text": piece})
+                break
+            except HanragError as exc:
+                can_fall_back = (
+                    not parts
+                    and generator is not self._extractive
+                    and self.engine.settings.llm.fallback_to_extractive
+                    and request.rag
+                )
+                if not can_fall_back:
+                    yield AnswerEvent("error", {"code": exc.code, "message": exc.message}, exc)
+                    return
+                fallback = f"{exc.code}: {FALLBACK_NOTICE}"
+                generator = self._extractive
+        timings["generation_ms"] = round((time.perf_counter() - generation_started) * 1000, 2)
+        answer = "".join(parts)
+        by_number = {s.n: s for s in sources}
+        citations = [
+            {key: ref[key] for key in ("n", "chunk_id", "document_id", "source", "title", "page")}
+            for ref in (reference_of(by_number[n]) for n in cited_numbers(answer) if n in by_number)
+        ]
+        new_session = options.history is None and session_id is None
+        if new_session:
+            session_id = uuid.uuid4().hex
+        # One thread hop for what an answer leaves behind: the turn (with its new session, in
+        # one transaction) and the audit row.
+        await asyncio.get_running_loop().run_in_executor(
+            self._writers,
+            functools.partial(
+                self._record_turn,
+                session_id,
+                principal,
+                new_session=new_session,
+                store_turn=options.history is None,
+                question=text,
+                answer=answer,
+                citations=citations,
+                references=references,
+            ),
+        )
+        timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        yield AnswerEvent(
+            "done",
+            {
+                "answer": answer,
+                "citations": citations,
+                "session_id": session_id,
+                "timings": timings,
+                "usage": usage.as_dict() if usage else None,
+                "plan": plan.as_dict(),
+                "fallback": fallback,
+                "generator": generator.name,
+            },
+        )
+
+    async def ask_result(self, question: str, **kwargs: Any) -> AnswerResult:
+        """Non-streaming: consume the events and return the final result (errors raise)."""
+        references: list[dict[str, Any]] = []
+        async for event in self.ask(question, **kwargs):
+            if event.type == "references":
+                references = event.data["references"]
+            elif event.type == "error":
+                raise event.exception or HanragError(event.data["message"], code=event.data["code"])
+            elif event.type == "done":
+                data = event.data
+                return AnswerResult(
+                    answer=data["answer"],
+                    citations=data["citations"],
+                    references=references,
+                    session_id=data["session_id"],
+                    timings=data["timings"],
+                    usage=data["usage"],
+                    plan=data["plan"],
+                    fallback=data["fallback"],
+                )
+        raise HanragError("the answer stream ended without a result", code="internal_error")

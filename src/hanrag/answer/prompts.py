@@ -1,0 +1,74 @@
+"""Every Korean prompt text in one place (generators and the planner import from here)."""
+
+from __future__ import annotations
+
+from hanrag.llm.base import Source, Turn
+
+ANSWER_SYSTEM = (
+    "당신은 회사 내부 문서를 근거로 직원의 질문에 답하는 도우미입니다.\n"
+    "규칙:\n"
+    "1. 아래 번호가 붙은 출처의 내용만 근거로 한국어로 답하십시오. 출처에 없는 내용은 추측하지 마십시오.\n"
+    "2. 근거로 사용한 문장 끝에 출처 번호를 [1], [2]처럼 표시하십시오.\n"
+    '3. 출처에 답이 없으면 "제공된 문서에서 답을 찾을 수 없습니다."라고 분명히 말하십시오.\n'
+    "4. 간결하고 정확하게, 숫자와 날짜는 출처에 적힌 그대로 쓰십시오."
+)
+
+NO_RAG_SYSTEM = (
+    "당신은 회사 직원을 돕는 한국어 도우미입니다. 질문에 간결하고 정확하게 답하십시오. "
+    "모르는 내용은 모른다고 말하십시오."
+)
+
+SOURCES_HEADER = "출처:"
+QUESTION_HEADER = "질문:"
+ANSWER_HEADER = "답변:"
+
+NOT_FOUND_ANSWER = "제공된 문서에서 질문에 대한 답을 찾을 수 없습니다."
+NO_SOURCES_ANSWER = "검색된 문서가 없어 답변할 수 없습니다. 질문을 바꾸거나 다른 문서를 등록해 주십시오."
+EXTRACTIVE_NO_RAG_ANSWER = (
+    "문서 검색 없이 답하려면 언어 모델이 필요합니다. 현재는 추출형 답변기만 설정되어 있어 답할 수 없습니다."
+)
+FALLBACK_NOTICE = "언어 모델 서버에 연결할 수 없어 문서에서 직접 찾은 문장으로 답합니다."
+
+PLANNER_SYSTEM = (
+    "당신은 사내 문서 검색을 위한 질의 분석기입니다. 대화 기록과 마지막 질문을 보고 다음 태그를 정확히 채우십시오.\n"
+    "<question>대화 없이도 이해되는 완전한 질문</question>\n"
+    "<keywords>검색 핵심어를 쉼표로 구분</keywords>\n"
+    "<time>질문이 가리키는 기간을 YYYY-MM-DD~YYYY-MM-DD 형식으로, 없으면 none</time>\n"
+    "<route>documents, table, none 중 하나 (문서 검색이 필요하면 documents, 표 데이터 집계면 table, "
+    "인사말이나 잡담이면 none)</route>\n"
+    "태그 밖에는 아무것도 쓰지 마십시오. 오늘 날짜는 {today}입니다."
+)
+
+
+def format_sources(sources: list[Source]) -> str:
+    blocks = []
+    for source in sources:
+        chunk = source.hit.chunk
+        location = f", {chunk.page}쪽" if chunk.page else ""
+        blocks.append(f"[{source.n}] {chunk.title}{location}\n{source.text}")
+    return "\n\n".join(blocks)
+
+
+def answer_messages(question: str, sources: list[Source], history: list[Turn], rag: bool) -> list[Turn]:
+    """Chat messages for an LLM generator: system rules, memory, then sources + question."""
+    if not rag:
+        return [Turn("system", NO_RAG_SYSTEM), *history, Turn("user", question)]
+    user = f"{SOURCES_HEADER}\n{format_sources(sources)}\n\n{QUESTION_HEADER} {question}"
+    return [Turn("system", ANSWER_SYSTEM), *history, Turn("user", user)]
+
+
+def planner_messages(question: str, history: list[Turn], today: str) -> list[Turn]:
+    conversation = "\n".join(f"{'사용자' if t.role == 'user' else '도우미'}: {t.content}" for t in history)
+    user = (f"대화 기록:\n{conversation}\n\n" if conversation else "") + f"마지막 질문: {question}"
+    return [Turn("system", PLANNER_SYSTEM.format(today=today)), Turn("user", user)]
+
+
+def completion_prompt(messages: list[Turn]) -> str:
+    """A plain-text prompt for base (non-chat) models such as the bundled Gemma 270M."""
+    parts = [m.content for m in messages if m.role == "system"]
+    for message in messages:
+        if message.role == "user":
+            parts.append(f"{message.content}")
+        elif message.role == "assistant":
+            parts.append(f"{ANSWER_HEADER} {message.content}")
+    return "\n\n".join(parts) + f"\n{ANSWER_HEADER}"
