@@ -1,0 +1,91 @@
+"""Request-scoped helpers shared by the routers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from hanrag.answer.engine import AnswerEvent
+from hanrag.api import metrics
+from hanrag.engine import Engine
+from hanrag.errors import HanragError
+
+T = TypeVar("T")
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def caller_principals(request: Request) -> list[str] | None:
+    """The principals whose documents the caller may read (None: no restriction).
+
+    Set on ``request.state`` by the authentication layer; without one (auth mode
+    ``none``, the embedded default) nothing is restricted.
+    """
+    return getattr(request.state, "principals", None)
+
+
+def caller_name(request: Request) -> str | None:
+    return getattr(request.state, "principal", None)
+
+
+async def with_timeout(request: Request, work: Awaitable[T]) -> T:
+    seconds = request.app.state.settings.api.request_timeout_s
+    try:
+        return await asyncio.wait_for(work, timeout=seconds)
+    except TimeoutError as exc:
+        raise HanragError(f"the request took longer than {seconds:g} s", code="timeout") from exc
+
+
+async def primed(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
+    """Pull the first event before any response starts, so bad input still gets a 4xx
+    problem+json instead of a 200 stream that carries an error."""
+    first = await anext(events)
+    if first.type == "error":
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        raise first.exception or HanragError(first.data["message"], code=first.data["code"])
+
+    async def chained() -> AsyncIterator[AnswerEvent]:
+        yield first
+        async for event in events:
+            yield event
+
+    return chained()
+
+
+def observe_done(data: dict[str, Any]) -> None:
+    timings = data.get("timings") or {}
+    if "time_to_first_token_ms" in timings:
+        metrics.TIME_TO_FIRST_TOKEN.observe(timings["time_to_first_token_ms"] / 1000)
+    if "retrieval_ms" in timings:
+        metrics.RETRIEVAL_SECONDS.observe(timings["retrieval_ms"] / 1000)
+    generation = timings.get("generation_ms", 0) / 1000
+    usage = data.get("usage") or {}
+    pieces = usage.get("completion_tokens") or len(data.get("answer", "").split())
+    if generation > 0 and pieces:
+        metrics.GENERATED_TOKENS_PER_SECOND.observe(pieces / generation)
+
+
+async def tracked_stream(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Counts the stream as active while it runs; closing it (client gone) cancels generation."""
+    metrics.ACTIVE_STREAMS.inc()
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        metrics.ACTIVE_STREAMS.dec()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()

@@ -1,0 +1,139 @@
+"""Documents: multipart upload, paged listing, details, delete, re-index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+
+from hanrag.api import metrics
+from hanrag.api.auth import require
+from hanrag.api.deps import caller_name, caller_principals, get_engine, with_timeout
+from hanrag.api.schemas import DocumentOut, DocumentPage, IngestOutcomeOut
+from hanrag.auth.service import Identity
+from hanrag.engine import document_not_found
+from hanrag.errors import InvalidInputError
+from hanrag.store.models import DocumentRow
+
+# Larger offsets overflow the database's 64-bit integers (that was a 500); no listing is that long.
+MAX_OFFSET = 1_000_000_000
+
+router = APIRouter(tags=["documents"])
+
+
+def _visible(row: DocumentRow, principals: list[str] | None) -> bool:
+    return principals is None or bool(set(row.acl or []) & set(principals))
+
+
+def _visible_or_404(request: Request, key: str) -> DocumentRow:
+    row = get_engine(request).get_document(key)
+    if not _visible(row, caller_principals(request)):
+        # Same answer as for a missing document: existence is not disclosed.
+        raise document_not_found(key)
+    return row
+
+
+@router.post(
+    "/documents",
+    response_model=IngestOutcomeOut,
+    status_code=201,
+    summary="Upload and ingest one file (multipart/form-data)",
+)
+async def upload_document(
+    request: Request,
+    _editor: Annotated[Identity, require("editor")],
+    file: Annotated[
+        UploadFile, File(description="The document (PDF, DOCX, XLSX, HWP/HWPX, HTML, MD, TXT, CSV, JSON).")
+    ],
+    acl: Annotated[list[str] | None, Form(description="public, user:NAME or group:NAME; repeatable.")] = None,
+    metadata: Annotated[
+        str | None, Form(description='A JSON object of string values, e.g. {"dept": "법무"}.')
+    ] = None,
+) -> Any:
+    engine = get_engine(request)
+    meta: dict[str, str] = {}
+    if metadata:
+        try:
+            parsed = json.loads(metadata)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(
+                "metadata is not valid JSON", code="invalid_metadata", field="metadata"
+            ) from exc
+        if not isinstance(parsed, dict) or not all(isinstance(v, str | int | float) for v in parsed.values()):
+            raise InvalidInputError(
+                "metadata must be a JSON object of strings", code="invalid_metadata", field="metadata"
+            )
+        meta = {str(k): str(v) for k, v in parsed.items()}
+    data = await file.read()
+    outcome = await with_timeout(
+        request,
+        asyncio.to_thread(
+            engine.ingest_upload,
+            data,
+            file.filename or "upload",
+            acl=acl or None,
+            metadata=meta,
+            owner=caller_name(request),
+        ),
+    )
+    metrics.INGESTED_DOCUMENTS.labels(outcome.status).inc()
+    if outcome.status == "failed":
+        from hanrag.errors import ParseError
+
+        raise ParseError(
+            outcome.error or "the file could not be ingested", code=outcome.error_code or "parse_error"
+        )
+    return outcome.as_dict()
+
+
+@router.get("/documents", response_model=DocumentPage, summary="List documents (paged)")
+async def list_documents(
+    request: Request,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    status: Annotated[str | None, Query(pattern="^(indexed|failed|indexing)$")] = None,
+) -> Any:
+    engine = get_engine(request)
+    principals = caller_principals(request)
+
+    def page() -> dict[str, Any]:
+        if principals is None:
+            rows = engine.catalog.list_documents(offset=offset, limit=limit, status=status)
+            total = engine.catalog.count(status)
+        else:
+            visible = [
+                r
+                for r in engine.catalog.list_documents(offset=0, limit=10**9, status=status)
+                if _visible(r, principals)
+            ]
+            rows, total = visible[offset : offset + limit], len(visible)
+        return {"items": [r.as_dict() for r in rows], "total": total, "offset": offset, "limit": limit}
+
+    return await asyncio.to_thread(page)
+
+
+@router.get("/documents/{document_id}", response_model=DocumentOut, summary="One document's catalog entry")
+async def get_document(document_id: str, request: Request) -> Any:
+    return (await asyncio.to_thread(_visible_or_404, request, document_id)).as_dict()
+
+
+@router.delete("/documents/{document_id}", summary="Delete a document and its chunks")
+async def delete_document(
+    document_id: str, request: Request, _editor: Annotated[Identity, require("editor")]
+) -> dict[str, Any]:
+    row = await asyncio.to_thread(_visible_or_404, request, document_id)
+    _, removed = await asyncio.to_thread(get_engine(request).delete_document, row.id)
+    return {"document_id": row.id, "deleted": True, "chunks_removed": removed}
+
+
+@router.post(
+    "/documents/{document_id}/reindex", response_model=IngestOutcomeOut, summary="Re-index from the source"
+)
+async def reindex_document(
+    document_id: str, request: Request, _editor: Annotated[Identity, require("editor")]
+) -> Any:
+    row = await asyncio.to_thread(_visible_or_404, request, document_id)
+    outcome = await with_timeout(request, asyncio.to_thread(get_engine(request).reindex, row.id))
+    return outcome.as_dict()

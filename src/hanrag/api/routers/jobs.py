@@ -1,0 +1,224 @@
+"""Async jobs: ask with a callback, ingestion with progress; the feedback service's body shape.
+
+Every response of this router uses ``{"status", "message", "data"}`` like the
+earlier feedback service (202 accepted, 400 for validation failures, and the 4xx
+of an unknown job, a refused path or a finished job, with the stable error code
+in ``data.code``). When the queue's backend (Redis) is down the routes answer 503
+problem+json, while the synchronous routes keep working; authentication errors
+are problem+json like everywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from hanrag.api.auth import identity_of, require
+from hanrag.api.deps import get_engine
+from hanrag.api.schemas import FiltersIn
+from hanrag.auth.service import ForbiddenError, Identity
+from hanrag.errors import HanragError, NotFoundError
+from hanrag.jobs.base import JobQueue, JobRecord
+from hanrag.jobs.control import apply_control
+from hanrag.jobs.runner import UPLOAD_BATCHES, discard_upload_batch
+
+router = APIRouter(tags=["jobs"])
+
+
+class AskJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., min_length=1, max_length=100_000)
+    session_id: str | None = Field(None, max_length=64)
+    filters: FiltersIn | None = None
+    rag: bool = True
+    k: int | None = Field(None, ge=1, le=50)
+    callback_url: AnyHttpUrl | None = None
+    callback_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class IngestJobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(
+        ..., min_length=1, max_length=1000, description="Server-side files or directories."
+    )
+    acl: list[str] | None = None
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    callback_url: AnyHttpUrl | None = None
+    callback_headers: dict[str, str] = Field(default_factory=dict)
+
+
+def envelope(status: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse({"status": status, "message": message, "data": data or {}}, status_code=status)
+
+
+def _enveloped(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Client errors (4xx) of a route in the envelope; 5xx stay problem+json."""
+
+    @functools.wraps(route)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await route(*args, **kwargs)
+        except HanragError as exc:
+            if exc.http_status >= 500:
+                raise
+            data: dict[str, Any] = {"code": exc.code}
+            if exc.field:
+                data["field"] = exc.field
+            return envelope(exc.http_status, exc.message, data)
+
+    return wrapper
+
+
+def queue_of(request: Request) -> JobQueue:
+    state = request.app.state
+    if not hasattr(state, "jobs"):  # an app used without its lifespan (embedded, tests)
+        from hanrag.jobs.factory import build_queue
+
+        state.jobs = build_queue(get_engine(request))
+    queue: JobQueue = state.jobs
+    return queue
+
+
+async def _json_body(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return envelope(400, "the body is not valid JSON")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        return envelope(
+            400, f"invalid request: {errors[0]['field']}: {errors[0]['message']}", {"errors": errors}
+        )
+
+
+def _owned(request: Request, record: JobRecord | None, job_id: str) -> JobRecord:
+    identity = identity_of(request)
+    if record is None or (identity.principals is not None and record.principal != identity.username):
+        raise NotFoundError(f"no job {job_id!r}", code="job_not_found", field="job_id")
+    return record
+
+
+@router.post("/jobs/ask", status_code=202, summary="Queue a question; the answer is POSTed to callback_url")
+@_enveloped
+async def ask_job(request: Request) -> Any:
+    body = await _json_body(request, AskJobIn)
+    if isinstance(body, JSONResponse):
+        return body
+    assert isinstance(body, AskJobIn)
+    return await _accept(request, "ask", body)
+
+
+@router.post(
+    "/ingest", status_code=202, summary="Queue an ingestion of server-side paths (JSON) or uploaded files"
+)
+@_enveloped
+async def ingest_job(request: Request, _editor: Annotated[Identity, require("editor")]) -> Any:
+    engine = get_engine(request)
+    identity = identity_of(request)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/"):
+        return await _ingest_uploads(request, identity)
+    body = await _json_body(request, IngestJobIn)
+    if isinstance(body, JSONResponse):
+        return body
+    assert isinstance(body, IngestJobIn)
+    roots = [root.resolve() for root in engine.settings.ingest.server_roots]
+    for raw in body.paths:
+        path = Path(raw).expanduser().resolve()
+        if not any(path == root or path.is_relative_to(root) for root in roots):
+            raise ForbiddenError(
+                f"{raw}: not under a configured server root (ingest.server_roots)", code="path_not_allowed"
+            )
+    return await _accept(request, "ingest", body)
+
+
+async def _accept(request: Request, kind: str, body: AskJobIn | IngestJobIn) -> JSONResponse:
+    """Queue a job for the caller and answer 202 with its id."""
+    identity = identity_of(request)
+    record = JobRecord(
+        kind=kind,
+        payload=body.model_dump(mode="json", exclude={"callback_url", "callback_headers"}),
+        principal=identity.username if identity.via != "none" else None,
+        principals=identity.principals,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        callback_headers=body.callback_headers,
+    )
+    record = await queue_of(request).enqueue(record)
+    return envelope(202, "accepted", {"job_id": record.id, "state": record.state})
+
+
+async def _ingest_uploads(request: Request, identity: Identity) -> Any:
+    engine = get_engine(request)
+    form = await request.form()
+    files = [f for f in form.getlist("files") if isinstance(f, StarletteUploadFile)]
+    if not files:
+        return envelope(400, "no files: send them as the multipart field 'files'")
+    acl = [str(a) for a in form.getlist("acl")] or None
+    job_id = uuid.uuid4().hex
+    batch = engine.settings.data_dir / UPLOAD_BATCHES / job_id
+    batch.mkdir(parents=True, exist_ok=True)
+    try:
+        for upload in files:
+            name = Path(upload.filename or "upload").name or "upload"
+            (batch / name).write_bytes(await upload.read())
+        record = JobRecord(
+            kind="ingest",
+            payload={"upload_dir": str(batch), "acl": acl},
+            id=job_id,
+            principal=identity.username if identity.via != "none" else None,
+            principals=identity.principals,
+        )
+        record = await queue_of(request).enqueue(record)
+    except HanragError:
+        shutil.rmtree(batch, ignore_errors=True)
+        raise
+    return envelope(202, "accepted", {"job_id": record.id, "state": record.state, "files": len(files)})
+
+
+@router.get("/jobs/{job_id}", summary="A job's state, progress, result or error")
+@_enveloped
+async def get_job(job_id: str, request: Request) -> Any:
+    record = _owned(request, await asyncio.to_thread(queue_of(request).store.get, job_id), job_id)
+    return envelope(200, "OK", record.public())
+
+
+async def _control(request: Request, job_id: str, control: str | None) -> Any:
+    queue = queue_of(request)
+    record = _owned(request, await asyncio.to_thread(queue.store.get, job_id), job_id)
+    updated = await apply_control(queue, record, control)
+    await asyncio.to_thread(discard_upload_batch, get_engine(request), updated)
+    return envelope(200, "OK", updated.public())
+
+
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a job (a running one stops at its next checkpoint)")
+@_enveloped
+async def cancel_job(job_id: str, request: Request) -> Any:
+    return await _control(request, job_id, "cancel")
+
+
+@router.post("/jobs/{job_id}/pause", summary="Pause an ingestion job between files")
+@_enveloped
+async def pause_job(job_id: str, request: Request) -> Any:
+    return await _control(request, job_id, "pause")
+
+
+@router.post("/jobs/{job_id}/resume", summary="Resume a paused ingestion job")
+@_enveloped
+async def resume_job(job_id: str, request: Request) -> Any:
+    return await _control(request, job_id, None)

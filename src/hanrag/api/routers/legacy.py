@@ -1,0 +1,348 @@
+"""The earlier in-house service's protocol, field for field (see LEGACY_API.md).
+
+Existing chat front ends and the Spring backend switch over unchanged: the same
+paths, envelope, Korean labels and timestamp format. These routes answer in the
+legacy shapes (not problem+json), because that is what those clients parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hanrag.answer.engine import AnswerEvent, AskOptions
+from hanrag.api.auth import identity_of
+from hanrag.api.deps import caller_name, caller_principals, get_engine, observe_done, tracked_stream
+from hanrag.api.schemas import FlexibleDateTime
+from hanrag.domain import SearchFilters
+
+log = logging.getLogger("hanrag.legacy")
+router = APIRouter(tags=["legacy"])
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+PUSH_RETRIES = 4
+
+
+def now_text() -> str:
+    return datetime.now().strftime(TIME_FORMAT)
+
+
+def error_format(message: str, status: int, qry_id: str | None) -> dict[str, Any]:
+    return {
+        "status_code": status,
+        "result": message,
+        "qry_id": qry_id or "",
+        "detail": "",
+        "evt_time": now_text(),
+    }
+
+
+def envelope(qry_id: str | None, data_list: list[dict[str, Any]], *, last: bool = False) -> dict[str, Any]:
+    return {
+        "status_code": 200,
+        "result": "OK",
+        "detail": "",
+        "continue": "E" if last else "C",
+        "qry_id": qry_id,
+        "rsp_time": now_text(),
+        "data_list": data_list,
+    }
+
+
+def retrieval_item(label: str, references: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "rsp_type": "R",
+        "rsp_tit": label,
+        "rsp_data": [
+            {
+                "rsp_tit": f"{i}번째 검색데이터: {ref['title']} (출처:{ref['file_name']})",
+                "rsp_data": ref["text"],
+                "chunk_id": ref["chunk_id"],
+            }
+            for i, ref in enumerate(references, start=1)
+        ],
+    }
+
+
+def answer_item(text: str, n: int = 1) -> dict[str, Any]:
+    return {"rsp_type": "A", "rsp_tit": f"답변{n}", "rsp_data": [{"rsp_type": "TT", "rsp_data": text}]}
+
+
+class LegacyQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    qry_id: str | None = None
+    user_id: str | None = None
+    page_id: str | None = None
+    qry_contents: str = Field(..., min_length=1)
+    qry_time: FlexibleDateTime | str | None = None
+    rag: bool = True
+    # Accepted for compatibility; images are not analysed by this service.
+    image_data: str | None = None
+
+
+def _legacy_error(message: str, status: int, qry_id: str | None) -> JSONResponse:
+    return JSONResponse(error_format(message, status, qry_id), status_code=status)
+
+
+async def _parse(request: Request) -> LegacyQuery | JSONResponse:
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _legacy_error("잘못된 요청 형식입니다 (JSON이 아닙니다).", 400, None)
+    qry_id = raw.get("qry_id") if isinstance(raw, dict) else None
+    try:
+        return LegacyQuery.model_validate(raw)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
+        return _legacy_error(f"잘못된 요청입니다: {fields}", 400, qry_id if isinstance(qry_id, str) else None)
+
+
+def _acting_identity(request: Request, query: LegacyQuery) -> tuple[str | None, list[str] | None]:
+    """(principal, readable principals) of the request.
+
+    A trusted service key (``can_delegate``) acts for the end user named in
+    ``user_id``; anyone else acts as themselves, whatever ``user_id`` says.
+    """
+    identity = identity_of(request)
+    if identity.can_delegate and query.user_id:
+        delegated = get_engine(request).auth.identity_for(query.user_id)
+        return delegated.username, delegated.principals
+    return caller_name(request), caller_principals(request)
+
+
+def _may_read_page(request: Request, owner: str | None) -> bool:
+    identity = identity_of(request)
+    return owner is None or identity.principals is None or identity.can_delegate or owner == identity.username
+
+
+def _readable_messages(request: Request, page_id: str) -> list[Any]:
+    """The page's messages, or none when it does not exist or belongs to someone else."""
+    sessions = get_engine(request).sessions
+    if not sessions.exists(page_id) or not _may_read_page(request, sessions.owner(page_id)):
+        return []
+    return list(sessions.messages(page_id))
+
+
+def _events(request: Request, query: LegacyQuery, page_id: str) -> AsyncIterator[AnswerEvent]:
+    principal, principals = _acting_identity(request, query)
+    return get_engine(request).ask(
+        query.qry_contents,
+        session_id=page_id,
+        principal=principal,
+        principals=principals,
+        filters=SearchFilters(principals=principals) if principals is not None else None,
+        options=AskOptions(rag=query.rag, create_missing_session=True),
+    )
+
+
+def _label(request: Request) -> str:
+    return str(request.app.state.settings.api.legacy_corpus_label)
+
+
+@router.post("/query", summary="Legacy: non-streaming answer")
+async def legacy_query(request: Request) -> Any:
+    query = await _parse(request)
+    if isinstance(query, JSONResponse):
+        return query
+    page_id = query.page_id or uuid.uuid4().hex
+    references: list[dict[str, Any]] = []
+    async for event in _events(request, query, page_id):
+        if event.type == "references":
+            references = event.data["references"]
+        elif event.type == "error":
+            status = event.exception.http_status if event.exception else 500
+            return _legacy_error(event.data["message"], status if status < 500 else 500, query.qry_id)
+        elif event.type == "done":
+            observe_done(event.data)
+            data_list = [retrieval_item(_label(request), references)] if references else []
+            data_list.append(answer_item(event.data["answer"]))
+            return JSONResponse(envelope(query.qry_id, data_list))
+    return _legacy_error("답변을 만들지 못했습니다.", 500, query.qry_id)
+
+
+def _reference_event(label: str, references: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "reference",
+        "status_code": 200,
+        "result": "OK",
+        "detail": "Reference data",
+        "evt_time": datetime.now().astimezone().isoformat(),
+        "data_list": [retrieval_item(label, references)],
+    }
+
+
+@router.post("/query_stream", summary="Legacy: Server-Sent Events, one `data:` line per event")
+async def legacy_query_stream(request: Request) -> Any:
+    query = await _parse(request)
+    if isinstance(query, JSONResponse):
+        return query
+    page_id = query.page_id or uuid.uuid4().hex
+    label = _label(request)
+
+    def line(payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for event in _events(request, query, page_id):
+            if event.type == "references" and event.data["references"]:
+                yield line(_reference_event(label, event.data["references"]))
+            elif event.type == "delta":
+                yield line({"type": "answer", "answer": event.data["text"]})
+            elif event.type == "error":
+                yield line({"type": "error", "message": event.data["message"]})
+                return
+            elif event.type == "done":
+                observe_done(event.data)
+
+    return StreamingResponse(tracked_stream(stream()), media_type="text/event-stream")
+
+
+async def _post_with_retry(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any], qry_id: str | None
+) -> bool:
+    delay = 0.5
+    for attempt in range(1, PUSH_RETRIES + 1):
+        try:
+            response = await client.post(url, json=payload)
+            if response.status_code < 500 and response.status_code != 429:
+                if response.status_code >= 400:
+                    log.warning("push rejected", extra={"qry_id": qry_id, "status": response.status_code})
+                return response.status_code < 400
+            log.warning(
+                "push failed", extra={"qry_id": qry_id, "status": response.status_code, "attempt": attempt}
+            )
+        except httpx.HTTPError as exc:
+            log.warning(
+                "push failed", extra={"qry_id": qry_id, "error_type": type(exc).__name__, "attempt": attempt}
+            )
+        if attempt < PUSH_RETRIES:
+            await asyncio.sleep(delay)
+            delay *= 2
+    return False
+
+
+async def _push(
+    events: AsyncIterator[AnswerEvent], url: str, qry_id: str | None, label: str, batch_seconds: float
+) -> None:
+    """Reference at once, then answer text at most once per ``batch_seconds``, last batch marked E."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        buffer: list[str] = []
+        batch = 0
+        last_sent = time.monotonic()
+        async for event in events:
+            if event.type == "references":
+                reference = _reference_event(label, event.data["references"])
+                reference.update(
+                    {"qry_id": qry_id, "continue": "C", "rsp_time": now_text(), "rsp_tit": "Reference"}
+                )
+                await _post_with_retry(client, url, reference, qry_id)
+            elif event.type == "delta":
+                buffer.append(event.data["text"])
+                if time.monotonic() - last_sent >= batch_seconds:
+                    batch += 1
+                    await _post_with_retry(
+                        client, url, envelope(qry_id, [answer_item("".join(buffer), batch)]), qry_id
+                    )
+                    buffer.clear()
+                    last_sent = time.monotonic()
+            elif event.type == "error":
+                await _post_with_retry(client, url, error_format(event.data["message"], 500, qry_id), qry_id)
+                return
+            elif event.type == "done":
+                observe_done(event.data)
+                batch += 1
+                final = envelope(qry_id, [answer_item("".join(buffer), batch)], last=True)
+                await _post_with_retry(client, url, final, qry_id)
+
+
+@router.post("/queryToSLLM", summary="Legacy: push mode to the configured response URL")
+async def legacy_query_push(request: Request) -> Any:
+    query = await _parse(request)
+    if isinstance(query, JSONResponse):
+        return query
+    settings = request.app.state.settings
+    url = settings.api.legacy_response_url
+    if not url:
+        return _legacy_error(
+            "응답을 보낼 주소(legacy_response_url)가 설정되지 않았습니다.", 500, query.qry_id
+        )
+    page_id = query.page_id or uuid.uuid4().hex
+    task = asyncio.create_task(
+        _push(
+            _events(request, query, page_id),
+            url,
+            query.qry_id,
+            _label(request),
+            settings.api.legacy_batch_seconds,
+        )
+    )
+    # Keep a reference until it finishes (a bare task may be garbage-collected mid-run).
+    tasks: set[asyncio.Task[None]] = request.app.state.__dict__.setdefault("legacy_tasks", set())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return JSONResponse(error_format("수신양호", 200, query.qry_id))
+
+
+@router.get("/history", summary="Legacy: conversation history of a page")
+async def legacy_history(request: Request) -> Any:
+    page_id = request.query_params.get("request_id")
+    if not page_id:
+        return _legacy_error("request_id가 필요합니다.", 400, None)
+    raw_index = request.query_params.get("last_index")
+    try:
+        last_index = int(raw_index) if raw_index not in (None, "") else None
+    except ValueError:
+        return _legacy_error("last_index는 정수여야 합니다.", 400, None)
+    rows = await asyncio.to_thread(_readable_messages, request, page_id)
+    history: list[dict[str, Any]] = []
+    for row in rows:
+        if row.role == "user":
+            history.append({"role": "human", "content": row.content})
+        else:
+            history.append(
+                {"role": "ai", "content": row.content, "references": list(row.cited_chunk_ids or [])}
+            )
+    if last_index is not None:
+        history = history[last_index + 1 :]
+    return {"history": history}
+
+
+@router.get("/reference", summary="Legacy: the references of one AI message")
+async def legacy_reference(request: Request) -> Any:
+    page_id = request.query_params.get("request_id")
+    if not page_id:
+        return _legacy_error("request_id가 필요합니다.", 400, None)
+    try:
+        index = int(request.query_params.get("msg_index", ""))
+    except ValueError:
+        return JSONResponse({"error": "유효하지 않은 메시지 인덱스"}, status_code=400)
+    rows = await asyncio.to_thread(_readable_messages, request, page_id)
+    if not 0 <= index < len(rows):
+        return JSONResponse({"error": "유효하지 않은 메시지 인덱스"}, status_code=400)
+    row = rows[index]
+    if row.role != "assistant":
+        return JSONResponse({"error": "해당 메시지는 AI 응답이 아닙니다."}, status_code=400)
+    return {
+        "references": [
+            {
+                "file_name": ref.get("file_name") or Path(ref.get("source", "")).name,
+                "title": ref.get("title", ""),
+                "text": ref.get("text", ""),
+                "date": ref.get("date", ""),
+            }
+            for ref in (row.references or [])
+        ]
+    }

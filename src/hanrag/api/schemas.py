@@ -1,0 +1,189 @@
+"""Request and response models of the native API (pydantic; documented in OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from hanrag.domain import SearchFilters, to_epoch
+
+
+def parse_flexible_datetime(value: Any) -> Any:
+    """ISO 8601 strings, or Java ``LocalDateTime`` arrays ``[y, m, d, h, mi, s, fraction]``.
+
+    Jackson writes the fraction as nanoseconds or microseconds; Python keeps
+    microseconds, so it is clamped to 999999.
+    """
+    if isinstance(value, list | tuple):
+        if not 3 <= len(value) <= 7 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ValueError(
+                "a date array is [year, month, day, hour?, minute?, second?, fraction?] of integers"
+            )
+        parts = list(value) + [0] * (7 - len(value))
+        parts[6] = max(0, min(int(parts[6]), 999999))
+        return datetime(*parts)
+    return value
+
+
+FlexibleDateTime = Annotated[datetime, BeforeValidator(parse_flexible_datetime)]
+
+
+class FiltersIn(BaseModel):
+    """Restrict what is searched (applied inside the index query)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date_from: FlexibleDateTime | None = Field(
+        None, description="Inclusive; ISO 8601 or LocalDateTime array."
+    )
+    date_to: FlexibleDateTime | None = Field(None, description="Inclusive; a bare date covers the whole day.")
+    document_ids: list[str] | None = Field(None, max_length=1000)
+    metadata: dict[str, str] = Field(default_factory=dict, description="Equality on document metadata keys.")
+
+    def to_filters(self, principals: list[str] | None) -> SearchFilters:
+        def epoch(moment: datetime | None, end: bool) -> int | None:
+            if moment is None:
+                return None
+            aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            midnight = aware.hour == aware.minute == aware.second == aware.microsecond == 0
+            return to_epoch(aware) + (86399 if end and midnight else 0)
+
+        return SearchFilters(
+            principals=principals,
+            date_from=epoch(self.date_from, False),
+            date_to=epoch(self.date_to, True),
+            document_ids=self.document_ids,
+            metadata=dict(self.metadata),
+        )
+
+
+class AskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., max_length=100_000, description="The question, in Korean or English.")
+    session_id: str | None = Field(None, max_length=64, description="Continue this conversation.")
+    filters: FiltersIn | None = None
+    rag: bool = Field(True, description="False answers from the language model alone (with memory).")
+    stream: bool = Field(False, description="Server-Sent Events instead of one JSON result.")
+    k: int | None = Field(None, ge=1, le=50, description="How many passages to retrieve.")
+
+
+class CitationOut(BaseModel):
+    n: int
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    page: int | None = None
+
+
+class ReferenceOut(BaseModel):
+    n: int
+    chunk_id: str
+    document_id: str
+    source: str
+    file_name: str
+    title: str
+    page: int | None = None
+    sheet: str | None = None
+    date: str
+    score: float
+    snippet: str
+
+
+class AskOut(BaseModel):
+    answer: str
+    citations: list[CitationOut]
+    references: list[ReferenceOut]
+    session_id: str
+    timings: dict[str, float]
+    usage: dict[str, int | None] | None = None
+    fallback: str | None = None
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(..., max_length=100_000)
+    k: int | None = Field(None, ge=1, le=200)
+    filters: FiltersIn | None = None
+    fusion: Literal["weighted", "rrf"] | None = None
+
+
+class HitOut(BaseModel):
+    chunk_id: str
+    document_id: str
+    source: str
+    title: str
+    text: str
+    score: float
+    dense_score: float | None
+    bm25_score: float | None
+    bigram_score: float | None = None
+    page: int | None
+    sheet: str | None = None
+    date: str | None = None
+
+
+class TimeRangeOut(BaseModel):
+    date_from: str | None
+    date_to: str | None
+    widened_months: int = Field(..., description="Months added on each side; 0 as asked, -1 dropped.")
+
+
+class SearchOut(BaseModel):
+    query: str
+    hits: list[HitOut]
+    time_range: TimeRangeOut | None = None
+
+
+class DocumentOut(BaseModel):
+    document_id: str
+    source: str
+    source_type: str
+    title: str
+    format: str | None
+    status: str
+    chunk_count: int
+    acl: list[str]
+    metadata: dict[str, Any]
+    date: str | None
+    size: int | None
+    last_error: str | None
+    error_code: str | None
+    created_at: str | None
+    updated_at: str | None
+    indexed_at: str | None
+
+
+class DocumentPage(BaseModel):
+    items: list[DocumentOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class IngestOutcomeOut(BaseModel):
+    source: str
+    status: str
+    document_id: str | None
+    chunks: int
+    error_code: str | None = None
+    error: str | None = None
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    principal: str | None
+    title: str
+    created_at: str
+    updated_at: str
+
+
+class MessageOut(BaseModel):
+    role: str
+    content: str
+    cited_chunk_ids: list[str]
+    created_at: str
