@@ -48,6 +48,7 @@ A_DOCS = [
     "# A팀 교육 계획\n\n신입 사원 교육은 입사 후 첫 2주 동안 진행되며 멘토가 배정됩니다.\n",
     "# A팀 보고 절차\n\n프로젝트 진행 현황은 매월 마지막 주 금요일에 팀장에게 보고합니다.\n",
 ]
+B_META_KEY = "codename"  # a metadata key that only B's documents carry
 PUBLIC_DOC = "# 사내 공지\n\n모든 사내 공지는 인트라넷 게시판에 매주 화요일 게시됩니다.\n"
 
 
@@ -162,7 +163,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, shared_cache_path: Path) -> 
     engine = Engine(settings)
     engine.__dict__["embedding_cache"] = EmbeddingCache(shared_cache_path)
     reports = [
-        engine.ingest([docs / "b"], acl=["group:b"]),
+        engine.ingest([docs / "b"], acl=["group:b"], metadata={B_META_KEY: "aurora"}),
         engine.ingest([docs / "a"], acl=["group:a"]),
         engine.ingest([docs / "p"], acl=["public"]),
     ]
@@ -245,6 +246,24 @@ def test_retrieval_filters_inside_the_index_query(world: World) -> None:
     body = search(world, "alice", 5, filters={"document_ids": sorted(world.b_ids)})
     assert body["hits"] == []
     assert_clean(world, body, "search by B ids")
+
+
+def test_a_metadata_filter_never_reveals_keys_of_documents_the_caller_cannot_read(world: World) -> None:
+    """Only B's documents carry the key: for alice it is as unknown as a key nobody has,
+    and the error's list of known keys holds none of B's."""
+    filtered = {"query": QUESTION, "k": 5, "filters": {"metadata": {B_META_KEY: "aurora"}}}
+    with world.client("bob") as client:
+        readable = client.post("/api/v1/search", json=filtered)
+    assert readable.status_code == 200 and readable.json()["hits"], readable.text
+    assert {h["document_id"] for h in readable.json()["hits"]} <= world.b_ids
+    with world.client("alice") as client:
+        hidden = client.post("/api/v1/search", json=filtered)
+        nobody = client.post("/api/v1/search", json={**filtered, "filters": {"metadata": {"nokey": "x"}}})
+    assert hidden.status_code == nobody.status_code == 400, hidden.text
+    assert hidden.json()["code"] == nobody.json()["code"] == "unknown_filter_field"
+    assert hidden.json()["detail"].replace(B_META_KEY, "nokey") == nobody.json()["detail"]
+    assert B_META_KEY not in nobody.json()["detail"]
+    assert_clean(world, hidden.json(), "metadata filter on a B-only key")
 
 
 # -------------------------------------------------------------------- native
@@ -464,6 +483,12 @@ def test_legacy_delegation_acts_for_the_named_user(world: World) -> None:
         refused = client.post("/query", json=legacy_body(user_id="nobody-here"))
     assert refused.status_code == 401
     assert_clean(world, refused.text, "delegated to unknown user")
+    # Legacy clients get the legacy error object, also from the authentication layer.
+    legacy_error_keys = {"status_code", "result", "qry_id", "detail", "evt_time"}
+    assert set(refused.json()) == legacy_error_keys and refused.json()["status_code"] == 401
+    anonymous = httpx.post(f"{world.live.url}/query", json=legacy_body(), timeout=60)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert set(anonymous.json()) == legacy_error_keys and anonymous.json()["status_code"] == 401
 
 
 def test_legacy_push_never_leaks(world: World) -> None:

@@ -446,6 +446,23 @@ def test_unknown_metadata_field_is_refused(store: Store, ask: Callable[..., list
     assert counted.value.code == "unknown_filter_field"
 
 
+def test_metadata_keys_come_from_documents_the_caller_may_read(
+    store: Store, ask: Callable[..., list[Hit]]
+) -> None:
+    """Only group:a and public read the document with 'product': for group:b alone the key
+    is unknown, and the error names no key of a document group:b cannot read."""
+    assert "product" in store.index.metadata_keys(["group:a"])
+    assert "product" not in store.index.metadata_keys(["group:b"])
+    assert "dept" in store.index.metadata_keys(["group:b"])
+    hidden = SearchFilters(principals=["group:b"], metadata={"product": "AP-500"})
+    with pytest.raises(InvalidInputError) as caught:
+        ask(store, "헤파 필터 가격", filters=hidden)
+    assert caught.value.code == "unknown_filter_field"
+    assert "dept" in caught.value.message and "product" not in caught.value.message.split("known:")[1]
+    readable = SearchFilters(principals=["group:a"], metadata={"product": "AP-500"})
+    assert set(docs_of(ask(store, "헤파 필터 가격", filters=readable))) == {"price"}
+
+
 def test_filters_combine(store: Store, ask: Callable[..., list[Hit]]) -> None:
     filters = SearchFilters(
         principals=["group:a"], date_from=to_epoch(date(2024, 5, 1)), metadata={"dept": "영업"}

@@ -455,6 +455,7 @@ class LocalIndex:
                 if principal_mask is not None:
                     allowed |= principal_mask[:size]
             mask &= allowed
+        readable = mask.copy()  # live rows the caller may read: what metadata keys are known from
         if filters.date_from is not None:
             mask &= rows.dates[:size] >= filters.date_from
         if filters.date_to is not None:
@@ -463,7 +464,7 @@ class LocalIndex:
             codes = [self._doc_code[d] for d in filters.document_ids if d in self._doc_code]
             mask &= np.isin(rows.doc_codes[:size], np.asarray(codes, dtype=np.int32))
         if filters.metadata:
-            known = self.metadata_keys()
+            known = self._metadata_keys_of(readable)
             for key, value in filters.metadata.items():
                 if key not in known:
                     raise InvalidInputError(
@@ -641,14 +642,16 @@ class LocalIndex:
                 )
             }
 
-    def metadata_keys(self) -> set[str]:
+    def metadata_keys(self, principals: list[str] | None = None) -> set[str]:
         with self._lock:
-            size = self._rows.size
-            live_codes = np.unique(self._rows.doc_codes[:size][self._rows.alive[:size]])
-            keys: set[str] = set()
-            for code in live_codes:
-                keys.update(self._doc_meta[int(code)])
-            return keys
+            self._sync()
+            return self._metadata_keys_of(self._filter_mask(SearchFilters(principals=principals)))
+
+    def _metadata_keys_of(self, rows_mask: BoolArray) -> set[str]:
+        keys: set[str] = set()
+        for code in np.unique(self._rows.doc_codes[: self._rows.size][rows_mask]):
+            keys.update(self._doc_meta[int(code)])
+        return keys
 
     def stats(self) -> IndexStats:
         with self._lock:

@@ -121,7 +121,7 @@ class MilvusIndex:
         index_type: str = "HNSW",
         index_params: dict[str, Any] | None = None,
         metadata_lookup: Callable[[dict[str, str]], list[str]] | None = None,
-        metadata_keys: Callable[[], set[str]] | None = None,
+        metadata_keys: Callable[[list[str] | None], set[str]] | None = None,
         token: str = "",
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
@@ -387,7 +387,7 @@ class MilvusIndex:
             parts.append(f"date <= {int(filters.date_to)}")
         document_ids = filters.document_ids
         if filters.metadata:
-            known = self.metadata_keys()
+            known = self.metadata_keys(filters.principals)
             for key in filters.metadata:
                 if key not in known:
                     raise InvalidInputError(
@@ -563,8 +563,8 @@ class MilvusIndex:
                     counts[row["document_id"]] = counts.get(row["document_id"], 0) + 1
         return counts
 
-    def metadata_keys(self) -> set[str]:
-        return self._metadata_keys() if self._metadata_keys is not None else set()
+    def metadata_keys(self, principals: list[str] | None = None) -> set[str]:
+        return self._metadata_keys(principals) if self._metadata_keys is not None else set()
 
     def stats(self) -> IndexStats:
         with self._lock:

@@ -110,11 +110,17 @@ class Catalog:
                 if all(str((meta or {}).get(k)) == v for k, v in metadata.items())
             ]
 
-    def metadata_keys(self) -> set[str]:
+    def metadata_keys(self, principals: list[str] | None = None) -> set[str]:
+        """Metadata keys of indexed documents (with ``principals``: of those they may read)."""
+        allowed = None if principals is None else set(principals)
         with self._sessions() as session:
             keys: set[str] = {"format"}
-            for (meta,) in session.execute(select(DocumentRow.meta).where(DocumentRow.status == "indexed")):
-                keys.update((meta or {}).keys())
+            rows = session.execute(
+                select(DocumentRow.meta, DocumentRow.acl).where(DocumentRow.status == "indexed")
+            )
+            for meta, acl in rows:
+                if allowed is None or allowed.intersection(acl or ()):
+                    keys.update((meta or {}).keys())
             return keys
 
     def upsert(self, document_id: str, **fields: Any) -> DocumentRow:
