@@ -276,6 +276,24 @@ def test_too_long_question(legacy: Legacy) -> None:
     assert_error_object(response.json(), 400, "Q-long")
 
 
+@pytest.mark.parametrize("path", ["/query", "/query_stream", "/queryToSLLM"])
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_body_over_the_limit_gets_the_legacy_error_object(legacy: Legacy, path: str, declared: bool) -> None:
+    import json
+
+    refused_page = page()
+    body = json.dumps(request("휴가", refused_page, "Q-big", padding="x" * 1_100_000)).encode()
+    content: bytes | Iterator[bytes] = (
+        body if declared else iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+    )
+    response = legacy.client.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/json"
+    assert_error_object(response.json(), 413)
+    assert history(legacy, refused_page) == []  # nothing was stored for the refused request
+    assert legacy.client.post("/query", json=request(PASSWORD, page(), "Q-after")).status_code == 200
+
+
 # ------------------------------------------------------------- /query_stream
 
 

@@ -48,7 +48,7 @@ class TextFormatter(logging.Formatter):
         )
 
 
-class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class CurrentStderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when
     logging was set up: a stderr replaced later (a test's capture, a redirect) must not
     leave worker threads writing to a closed stream."""
@@ -56,7 +56,7 @@ class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -69,6 +69,7 @@ class RequestContextMiddleware:
                 413,
                 "payload_too_large",
                 f"the request body is larger than {limit:,} bytes",
+                path=scope.get("path"),
                 extra={"request_id": request_id},
             )
             response.headers[REQUEST_ID_HEADER] = request_id
@@ -116,6 +117,7 @@ class RequestContextMiddleware:
                 413,
                 "payload_too_large",
                 f"the request body is larger than {limit:,} bytes",
+                path=scope.get("path"),
                 extra={"request_id": request_id},
             )
             response.headers[REQUEST_ID_HEADER] = request_id

@@ -77,6 +77,7 @@ class AuthMiddleware:
                     error.http_status,
                     error.code,
                     error.message,
+                    path=path,
                     extra={"request_id": state.get("request_id")} if state.get("request_id") else None,
                     headers={"WWW-Authenticate": 'Bearer realm="hanrag"'},
                 )
@@ -103,6 +104,7 @@ class AuthMiddleware:
                     429,
                     "rate_limited",
                     f"too many requests; try again in {retry_after} s",
+                    path=path,
                     headers={"Retry-After": str(retry_after)},
                     extra={"request_id": state.get("request_id")} if state.get("request_id") else None,
                 )

@@ -31,16 +31,28 @@ _STATUS_CODES = {
 }
 
 
+# The earlier service's routes (LEGACY_API.md): their clients parse its error object only.
+LEGACY_PATHS = frozenset({"/query", "/query_stream", "/queryToSLLM", "/history", "/reference"})
+
+
 def problem(
     status: int,
     code: str,
     detail: str,
     *,
     request: Request | None = None,
+    path: str | None = None,
     title: str | None = None,
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    """An RFC 9457 problem response; on a legacy route, the legacy error object instead
+    (``path`` names the route when there is no request object yet, as in middleware)."""
+    path = request.url.path if request is not None else path
+    if path in LEGACY_PATHS:
+        from hanrag.api.routers.legacy import error_format  # the router imports this module
+
+        return JSONResponse(error_format(detail, status, None), status_code=status, headers=headers)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
         "title": title or code.replace("_", " "),
@@ -55,7 +67,7 @@ def problem(
             body["request_id"] = request_id
     if extra:
         body.update(extra)
-    if request is not None and request.url.path.startswith("/v1/"):
+    if path is not None and path.startswith("/v1/"):
         # OpenAI client libraries read the message from an "error" object.
         body["error"] = {
             "message": detail,

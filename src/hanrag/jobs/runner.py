@@ -90,7 +90,9 @@ async def _store(store: JobStore, job_id: str, **fields: Any) -> JobRecord | Non
     return await asyncio.to_thread(store.update, job_id, **fields)
 
 
-async def _end(engine: Engine, store: JobStore, record: JobRecord, state: str, **fields: Any) -> JobRecord | None:
+async def _end(
+    engine: Engine, store: JobStore, record: JobRecord, state: str, **fields: Any
+) -> JobRecord | None:
     """Store how a job ended. An upload batch's staging folder goes first, so that a job
     seen ended never has one left (nothing reads it once the job ends this way)."""
     await asyncio.to_thread(_remove_upload_staging, engine, record)
@@ -361,7 +363,11 @@ async def worker_lost(engine: Engine, store: JobStore, job_id: str, *, attempts:
         if record.callback_url and record.callback is None:
             await _send_callback(engine, store, record)
         return
-    lost = {"code": "worker_lost", "message": "the worker running the last attempt stopped", "attempts": attempts}
+    lost = {
+        "code": "worker_lost",
+        "message": "the worker running the last attempt stopped",
+        "attempts": attempts,
+    }
     dead = await _end(engine, store, record, "dead", error=lost)
     if dead is not None:
         await _send_callback(engine, store, dead)
