@@ -24,11 +24,15 @@ from typing import Any
 
 import pytest
 
+from hanrag.domain import SearchFilters
+from hanrag.embed.base import Vectors
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.factory import get_embedder
 from hanrag.embed.manager import CachingEmbedder, SharedEmbedder
 from hanrag.engine import Engine
+from hanrag.index.base import IndexQuery
 from hanrag.ingest.pipeline import IngestReport
+from hanrag.korean.analyzer import char_bigrams, morpheme_tokens
 from hanrag.settings import EmbedSettings, Settings
 
 SAMPLES = Path(str(files("hanrag") / "samples"))
@@ -164,3 +168,31 @@ def samples_engine(
     ids = {Path(o.source).name: o.document_id for o in report.outcomes if o.document_id}
     yield SampleCorpus(engine=engine, report=report, directory=directory, ids=ids)
     engine.close()
+
+
+_query_vectors: dict[str, Vectors] = {}
+INDEX_WEIGHTS = {"dense": 0.4, "bm25": 0.4, "bigram": 0.2}
+
+
+def index_query(
+    embedder: CachingEmbedder,
+    text: str,
+    *,
+    k: int = 10,
+    filters: SearchFilters | None = None,
+    weights: dict[str, float] | None = None,
+    fusion: str = "weighted",
+) -> IndexQuery:
+    """A real query for an index adapter: the query embedding (one per text for the whole
+    test run) and Kiwi tokens."""
+    if text not in _query_vectors:
+        _query_vectors[text] = embedder.embed_query(text)
+    return IndexQuery(
+        vector=_query_vectors[text],
+        morphemes=morpheme_tokens(text),
+        bigrams=char_bigrams(text),
+        k=k,
+        filters=filters or SearchFilters(),
+        fusion=fusion,
+        weights=weights or dict(INDEX_WEIGHTS),
+    )

@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import INDEX_WEIGHTS, index_query
 from hanrag.domain import Chunk, SearchFilters, to_epoch
-from hanrag.embed.base import Vectors
 from hanrag.embed.manager import CachingEmbedder
 from hanrag.errors import ConfigError, InvalidInputError
 from hanrag.index.base import IndexedChunk, IndexQuery
 from hanrag.index.fusion import fuse, minmax, top_k_indices
 from hanrag.index.local import LocalIndex
 from hanrag.ingest.chunking import chunk_id
-from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many
+from hanrag.korean.analyzer import char_bigrams, morpheme_tokens_many
 
-WEIGHTS = {"dense": 0.4, "bm25": 0.4, "bigram": 0.2}
+WEIGHTS = INDEX_WEIGHTS
 
 # document id -> (texts, acl, date, metadata)
 CORPUS: dict[str, tuple[list[str], list[str], date, dict[str, str]]] = {
@@ -122,9 +122,6 @@ def write(caching_embedder: CachingEmbedder) -> Writer:
     return run
 
 
-_query_vectors: dict[str, Vectors] = {}
-
-
 @pytest.fixture
 def ask(caching_embedder: CachingEmbedder) -> Callable[..., list[Any]]:
     """Search an index with a real query embedding and Kiwi tokens."""
@@ -138,19 +135,8 @@ def ask(caching_embedder: CachingEmbedder) -> Callable[..., list[Any]]:
         weights: dict[str, float] | None = None,
         fusion: str = "weighted",
     ) -> list[Any]:
-        if text not in _query_vectors:
-            _query_vectors[text] = caching_embedder.embed_query(text)
-        return index.search(
-            IndexQuery(
-                vector=_query_vectors[text],
-                morphemes=morpheme_tokens(text),
-                bigrams=char_bigrams(text),
-                k=k,
-                filters=filters or SearchFilters(),
-                fusion=fusion,
-                weights=weights or dict(WEIGHTS),
-            )
-        )
+        query = index_query(caching_embedder, text, k=k, filters=filters, weights=weights, fusion=fusion)
+        return index.search(query)
 
     return run
 

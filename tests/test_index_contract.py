@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import INDEX_WEIGHTS, index_query
 from hanrag.domain import Chunk, Hit, SearchFilters, to_epoch
-from hanrag.embed.base import Vectors
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.manager import CachingEmbedder, SharedEmbedder
 from hanrag.errors import InvalidInputError
-from hanrag.index.base import Index, IndexedChunk, IndexQuery
+from hanrag.index.base import Index, IndexedChunk
 from hanrag.index.factory import build_index
 from hanrag.ingest.chunking import chunk_id
-from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many
+from hanrag.korean.analyzer import char_bigrams, morpheme_tokens_many
 from hanrag.settings import Settings
 from hanrag.store.catalog import Catalog
 from hanrag.store.db import make_engine
@@ -49,7 +49,7 @@ from hanrag.store.db import make_engine
 pytest.importorskip("pymilvus")
 
 BACKENDS = ["local", "milvus"]
-WEIGHTS = {"dense": 0.4, "bm25": 0.4, "bigram": 0.2}
+WEIGHTS = INDEX_WEIGHTS
 TIE = 1e-6  # fused scores closer than this are a tie
 SCORE_TOLERANCE = 1e-4  # fused scores of the same chunk in both adapters (fresh collection)
 
@@ -228,9 +228,6 @@ def fresh(tmp_path: Path, embedder: CachingEmbedder) -> Iterator[Callable[[str],
         store.close()
 
 
-_query_vectors: dict[str, Vectors] = {}
-
-
 @pytest.fixture(scope="module")
 def ask(embedder: CachingEmbedder) -> Callable[..., list[Hit]]:
     """Search an adapter with a real query embedding and Kiwi tokens."""
@@ -244,19 +241,8 @@ def ask(embedder: CachingEmbedder) -> Callable[..., list[Hit]]:
         weights: dict[str, float] | None = None,
         fusion: str = "weighted",
     ) -> list[Hit]:
-        if text not in _query_vectors:
-            _query_vectors[text] = embedder.embed_query(text)
-        return store.index.search(
-            IndexQuery(
-                vector=_query_vectors[text],
-                morphemes=morpheme_tokens(text),
-                bigrams=char_bigrams(text),
-                k=k,
-                filters=filters or SearchFilters(),
-                fusion=fusion,
-                weights=weights or dict(WEIGHTS),
-            )
-        )
+        query = index_query(embedder, text, k=k, filters=filters, weights=weights, fusion=fusion)
+        return store.index.search(query)
 
     return run
 

@@ -65,16 +65,7 @@ class RequestContextMiddleware:
 
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = problem(
-                413,
-                "payload_too_large",
-                f"the request body is larger than {limit:,} bytes",
-                path=scope.get("path"),
-                extra={"request_id": request_id},
-            )
-            response.headers[REQUEST_ID_HEADER] = request_id
-            await response(scope, receive, send)
-            self._observe(scope, method, 413, started)
+            await self._too_large(scope, receive, send, limit, request_id, started)
             return
 
         received = 0
@@ -113,16 +104,21 @@ class RequestContextMiddleware:
             if not too_large:
                 raise
         if too_large and not answered:
-            response = problem(
-                413,
-                "payload_too_large",
-                f"the request body is larger than {limit:,} bytes",
-                path=scope.get("path"),
-                extra={"request_id": request_id},
-            )
-            response.headers[REQUEST_ID_HEADER] = request_id
-            await response(scope, receive, send)
-            self._observe(scope, method, 413, started)
+            await self._too_large(scope, receive, send, limit, request_id, started)
+
+    async def _too_large(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, request_id: str, started: float
+    ) -> None:
+        response = problem(
+            413,
+            "payload_too_large",
+            f"the request body is larger than {limit:,} bytes",
+            path=scope.get("path"),
+            extra={"request_id": request_id},
+        )
+        response.headers[REQUEST_ID_HEADER] = request_id
+        await response(scope, receive, send)
+        self._observe(scope, scope.get("method", "GET"), 413, started)
 
     @staticmethod
     def _route_label(scope: Scope) -> str:

@@ -310,12 +310,16 @@ def ingest(
             )
 
     report = run(work)
+    _show_report(report, as_json)
+    if report.outcomes and all(o.status in ("failed", "skipped") for o in report.outcomes):
+        raise typer.Exit(code=1)
+
+
+def _show_report(report: IngestReport, as_json: bool) -> None:
     if as_json:
         print_json(report.as_dict())
     else:
         _print_report(report)
-    if report.outcomes and all(o.status in ("failed", "skipped") for o in report.outcomes):
-        raise typer.Exit(code=1)
 
 
 def _ingest_in_background(
@@ -364,10 +368,7 @@ def sync(
             )
 
     report = run(work)
-    if as_json:
-        print_json(report.as_dict())
-    else:
-        _print_report(report)
+    _show_report(report, as_json)
 
 
 # ------------------------------------------------------------------ search
