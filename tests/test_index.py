@@ -25,7 +25,7 @@ from hanrag.index.base import IndexedChunk, IndexQuery
 from hanrag.index.fusion import fuse, minmax, top_k_indices
 from hanrag.index.local import LocalIndex
 from hanrag.ingest.chunking import chunk_id
-from hanrag.korean.analyzer import char_bigrams, morpheme_tokens_many
+from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many
 
 WEIGHTS = INDEX_WEIGHTS
 
@@ -247,6 +247,34 @@ def test_bm25_statistics_count_live_chunks_only(
                 assert bigram == pytest.approx(there[chunk][1], abs=1e-9), (question, chunk)
     finally:
         reopened.close()
+
+
+def test_lexical_scores_are_bm25s_lucene_scores_over_the_live_chunks(
+    index: LocalIndex, write: Writer, ask: Callable[..., Any]
+) -> None:
+    """The postings are built from token ids (not token strings) to keep rebuilds lean;
+    the scores must be exactly those of bm25s indexing the live chunks' tokens itself."""
+    import bm25s
+
+    write(index, "hr", ["연차휴가는 1년에 20일이 주어진다.", "병가는 연간 30일까지 유급으로 쓸 수 있다."])
+    index.delete_document("price")
+    live = [c for d in index.document_chunk_counts() for c in index.document_chunks(d)]
+    for name, tokens_of in (("bm25", morpheme_tokens), ("bigram", char_bigrams)):
+        reference = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+        reference.index([tokens_of(c.text) for c in live], show_progress=False)
+        for question in ("연차휴가 며칠", "비밀번호 변경 주기", "병가 유급", "헤파 필터 가격"):
+            known = [t for t in tokens_of(question) if t in reference.vocab_dict]
+            scores = reference.get_scores(known) if known else np.zeros(len(live))
+            expected = dict(zip([c.chunk_id for c in live], scores, strict=True))
+            hits = ask(index, question, k=50)
+            assert hits, question
+            for hit in hits:
+                got = hit.bm25_score if name == "bm25" else hit.bigram_score
+                assert got == pytest.approx(float(expected[hit.chunk.chunk_id]), rel=1e-5, abs=1e-6), (
+                    name,
+                    question,
+                    hit.chunk.text,
+                )
 
 
 def test_deleting_a_document_tombstones_its_rows(index: LocalIndex, ask: Callable[..., Any]) -> None:

@@ -21,6 +21,7 @@ Design (embedded default, one machine, no services):
 
 from __future__ import annotations
 
+import array
 import json
 import sqlite3
 import threading
@@ -129,6 +130,31 @@ class _Rows:
             self.acl_masks[principal][row] = True
 
 
+class _CorpusIds:
+    """A corpus as bm25s reads it (``ids``: each document's token ids; ``vocab``: token ->
+    id), kept as one flat int32 array with offsets. A document's id list exists only
+    while bm25s iterates over it, so a rebuild never holds every token of the corpus as
+    Python objects at once (at 100k chunks that was over a gigabyte of transient memory)."""
+
+    def __init__(self, flat: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64], vocab: dict[str, int]):
+        self.vocab = vocab
+        self.ids = _DocumentIds(flat, offsets)
+
+
+class _DocumentIds:
+    def __init__(self, flat: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]) -> None:
+        self.flat = flat
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        flat, offsets = self.flat, self.offsets
+        for i in range(len(offsets) - 1):
+            yield flat[offsets[i] : offsets[i + 1]].tolist()
+
+
 class _Lexical:
     """One bm25s index over the rows, rebuilt lazily from stored tokens."""
 
@@ -143,24 +169,33 @@ class _Lexical:
     def rebuild(self, db: sqlite3.Connection, rows: _Rows) -> None:
         import bm25s
 
+        # The old postings go first: searches wait on the index lock during a rebuild
+        # anyway, and the two must not be in memory together.
+        self.retriever = None
         # Live rows only: a replaced or deleted chunk must not count as a document in the
         # BM25 statistics (N and the average length), or scores would drift with every
         # re-ingest until the process restarts.
         live: list[int] = []
-        corpus: list[list[str]] = []
+        vocab: dict[str, int] = {}
+        flat = array.array("i")
+        offsets = [0]
         for slot, tokens in db.execute(f"SELECT slot, {self.column} FROM chunks ORDER BY slot"):
             row = rows.row_of(int(slot))
-            if row is not None and rows.alive[row]:
-                live.append(row)
-                corpus.append(tokens.split(" ") if tokens else [])
+            if row is None or not rows.alive[row]:
+                continue
+            live.append(row)
+            if tokens:
+                flat.extend([vocab.setdefault(token, len(vocab)) for token in tokens.split(" ")])
+            offsets.append(len(flat))
         self.live_rows = np.asarray(live, dtype=np.int64)
-        retriever = bm25s.BM25(method="lucene", k1=self.k1, b=self.b)
-        if any(corpus):
-            retriever.index(corpus, show_progress=False)
-            self.retriever = retriever
-        else:
-            self.retriever = None
         self.rows = rows.size
+        if not flat:
+            return
+        corpus = _CorpusIds(np.frombuffer(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64), vocab)
+        retriever = bm25s.BM25(method="lucene", k1=self.k1, b=self.b)
+        # No extra empty token: a query's tokens are checked against the vocabulary first.
+        retriever.index(corpus, create_empty_token=False, show_progress=False)
+        self.retriever = retriever
 
     def scores(self, tokens: list[str], size: int) -> FloatArray:
         out = np.zeros(size, dtype=np.float64)
