@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -23,7 +24,7 @@ from hanrag.embed.manager import CachingEmbedder
 from hanrag.errors import ConfigError, InvalidInputError
 from hanrag.index.base import IndexedChunk, IndexQuery
 from hanrag.index.fusion import fuse, minmax, top_k_indices
-from hanrag.index.local import LocalIndex
+from hanrag.index.local import LocalIndex, _Lexical
 from hanrag.ingest.chunking import chunk_id
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many
 
@@ -275,6 +276,41 @@ def test_lexical_scores_are_bm25s_lucene_scores_over_the_live_chunks(
                     question,
                     hit.chunk.text,
                 )
+
+
+def test_searches_answer_from_the_previous_postings_while_a_rebuild_runs(
+    index: LocalIndex, write: Writer, ask: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A postings rebuild (seconds at 100k chunks) holds no lock that searches need: a
+    search during one answers at once, the new row found by its vector but without a
+    lexical score until the rebuild is installed."""
+    assert ask(index, "연차휴가 며칠")  # the postings exist
+    building, release = threading.Event(), threading.Event()
+    real_build = _Lexical.build
+
+    def held_build(self: _Lexical, *args: Any) -> Any:
+        building.set()
+        release.wait(60)
+        return real_build(self, *args)
+
+    monkeypatch.setattr(_Lexical, "build", held_build)
+    write(index, "trip", ["해외 출장 항공권은 출장 2주 전까지 예약한다."])
+    builder = threading.Thread(target=index.refresh)
+    builder.start()
+    try:
+        assert building.wait(30)
+        answered: list[Any] = []
+        searcher = threading.Thread(target=lambda: answered.extend(ask(index, "해외 출장 항공권 예약", k=50)))
+        searcher.start()
+        searcher.join(20)
+        assert not searcher.is_alive(), "a search waited for the postings rebuild"
+        [new] = [h for h in answered if h.chunk.document_id == "trip"]
+        assert new.dense_score is not None and new.dense_score > 0 and new.bm25_score == 0
+    finally:
+        release.set()
+        builder.join(60)
+    [after] = [h for h in ask(index, "해외 출장 항공권 예약", k=50) if h.chunk.document_id == "trip"]
+    assert after.bm25_score is not None and after.bm25_score > 0
 
 
 def test_deleting_a_document_tombstones_its_rows(index: LocalIndex, ask: Callable[..., Any]) -> None:

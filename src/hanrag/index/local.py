@@ -156,46 +156,57 @@ class _DocumentIds:
 
 
 class _Lexical:
-    """One bm25s index over the rows, rebuilt lazily from stored tokens."""
+    """One bm25s index over the live rows, rebuilt from stored tokens."""
 
     def __init__(self, column: str, k1: float, b: float) -> None:
         self.column = column
         self.k1 = k1
         self.b = b
         self.retriever: Any = None
-        self.rows = 0
         self.live_rows = np.zeros(0, dtype=np.int64)  # the matrix row of each BM25 document
 
-    def rebuild(self, db: sqlite3.Connection, rows: _Rows) -> None:
+    def build(
+        self, path: Path, slots: npt.NDArray[np.int64], alive: BoolArray
+    ) -> tuple[Any, npt.NDArray[np.int64]]:
+        """Postings for a snapshot of the rows (their slots and alive flags), read through
+        a connection of its own, so that no lock is held: (bm25s retriever or None, the
+        matrix row of each BM25 document)."""
         import bm25s
 
-        # The old postings go first: searches wait on the index lock during a rebuild
-        # anyway, and the two must not be in memory together.
-        self.retriever = None
         # Live rows only: a replaced or deleted chunk must not count as a document in the
         # BM25 statistics (N and the average length), or scores would drift with every
-        # re-ingest until the process restarts.
+        # re-ingest until the process restarts. Rows written after the snapshot wait for
+        # the next build.
         live: list[int] = []
         vocab: dict[str, int] = {}
         flat = array.array("i")
         offsets = [0]
-        for slot, tokens in db.execute(f"SELECT slot, {self.column} FROM chunks ORDER BY slot"):
-            row = rows.row_of(int(slot))
-            if row is None or not rows.alive[row]:
-                continue
-            live.append(row)
-            if tokens:
-                flat.extend([vocab.setdefault(token, len(vocab)) for token in tokens.split(" ")])
-            offsets.append(len(flat))
-        self.live_rows = np.asarray(live, dtype=np.int64)
-        self.rows = rows.size
+        last_slot = int(slots[-1]) if slots.size else -1
+        db = sqlite3.connect(str(path), check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            query = f"SELECT slot, {self.column} FROM chunks WHERE slot <= ? ORDER BY slot"
+            for slot, tokens in db.execute(query, (last_slot,)):
+                row = int(np.searchsorted(slots, slot))
+                if row >= slots.size or int(slots[row]) != slot or not alive[row]:
+                    continue
+                live.append(row)
+                if tokens:
+                    flat.extend([vocab.setdefault(token, len(vocab)) for token in tokens.split(" ")])
+                offsets.append(len(flat))
+        finally:
+            db.close()
+        live_rows = np.asarray(live, dtype=np.int64)
         if not flat:
-            return
+            return None, live_rows
         corpus = _CorpusIds(np.frombuffer(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64), vocab)
         retriever = bm25s.BM25(method="lucene", k1=self.k1, b=self.b)
         # No extra empty token: a query's tokens are checked against the vocabulary first.
         retriever.index(corpus, create_empty_token=False, show_progress=False)
-        self.retriever = retriever
+        return retriever, live_rows
+
+    def install(self, built: tuple[Any, npt.NDArray[np.int64]]) -> None:
+        self.retriever, self.live_rows = built
 
     def scores(self, tokens: list[str], size: int) -> FloatArray:
         out = np.zeros(size, dtype=np.float64)
@@ -236,6 +247,8 @@ class LocalIndex:
             "bigram": _Lexical("bigrams", bm25_k1, bm25_b),
         }
         self._lexical_dirty = True
+        self._lexical_built = False  # postings have been built at least once
+        self._build_lock = threading.Lock()  # one postings build at a time
         with self._lock:
             stored = self._db.execute("SELECT value FROM meta WHERE key = 'dimension'").fetchone()
             if stored:
@@ -469,13 +482,38 @@ class LocalIndex:
             self._data_version = self._current_data_version()
             return len(slots)
 
-    def refresh(self) -> None:
-        with self._lock:
-            self._sync()
-            if self._lexical_dirty:
-                for lexical in self._lexical.values():
-                    lexical.rebuild(self._db, self._rows)
+    def refresh(self, *, wait: bool = True) -> None:
+        """Bring the lexical postings up to date with every write seen so far.
+
+        The build (seconds at 100k chunks) runs outside the index lock: searches meanwhile
+        answer from the previous postings, in which rows written since have no lexical
+        score (and removed rows are filtered out as always). One build at a time; with
+        ``wait=False`` a caller that finds one under way returns at once instead.
+        Never call this while holding the index lock (the build takes it to install).
+        """
+        if not self._build_lock.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                self._sync()
+                if not self._lexical_dirty:
+                    return
                 self._lexical_dirty = False
+                size = self._rows.size
+                slots = self._rows.slots[:size].copy()
+                alive = self._rows.alive[:size].copy()
+            try:
+                for lexical in self._lexical.values():
+                    built = lexical.build(self.path, slots, alive)
+                    with self._lock:
+                        lexical.install(built)
+                self._lexical_built = True
+            except BaseException:
+                with self._lock:
+                    self._lexical_dirty = True
+                raise
+        finally:
+            self._build_lock.release()
 
     # ---------------------------------------------------------------- reads
 
@@ -517,8 +555,12 @@ class LocalIndex:
             return int(np.count_nonzero(self._filter_mask(filters)))
 
     def search(self, query: IndexQuery) -> list[Hit]:
+        # A search brings stale postings up to date itself, unless another thread is
+        # building them already: then it answers from the previous ones rather than wait
+        # (it does wait when there are none yet, or a first search would lack BM25).
+        self.refresh(wait=not self._lexical_built)
         with self._lock:
-            self.refresh()
+            self._sync()
             rows = self._rows
             size = rows.size
             if size == 0:
