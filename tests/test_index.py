@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -311,6 +312,50 @@ def test_searches_answer_from_the_previous_postings_while_a_rebuild_runs(
         builder.join(60)
     [after] = [h for h in ask(index, "해외 출장 항공권 예약", k=50) if h.chunk.document_id == "trip"]
     assert after.bm25_score is not None and after.bm25_score > 0
+
+
+def test_writes_of_another_process_are_rebuilt_beside_searches(
+    index: LocalIndex,
+    index_dir: Path,
+    write: Writer,
+    ask: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows written through another connection (another process) are searchable at once by
+    their vectors; their postings are rebuilt in a background thread that no search waits
+    for, and the lexical scores follow once it is installed."""
+    assert ask(index, "연차휴가 며칠")  # the postings exist
+    other = LocalIndex(index_dir)
+    building, release = threading.Event(), threading.Event()
+    real_build = _Lexical.build
+
+    def held_build(self: _Lexical, *args: Any) -> Any:
+        building.set()
+        release.wait(60)
+        return real_build(self, *args)
+
+    question = "해외 출장 항공권 예약"
+    try:
+        write(other, "trip", ["해외 출장 항공권은 출장 2주 전까지 예약한다."])
+        monkeypatch.setattr(_Lexical, "build", held_build)
+        answered: list[Any] = []
+        searcher = threading.Thread(target=lambda: answered.extend(ask(index, question, k=50)))
+        searcher.start()
+        searcher.join(20)
+        assert not searcher.is_alive(), "a search waited for the postings of another process's write"
+        [new] = [h for h in answered if h.chunk.document_id == "trip"]
+        assert new.dense_score is not None and new.dense_score > 0 and new.bm25_score == 0
+        assert building.wait(30), "no rebuild was started for the other process's write"
+    finally:
+        release.set()
+        other.close()
+    deadline = time.monotonic() + 30
+    while True:
+        [after] = [h for h in ask(index, question, k=50) if h.chunk.document_id == "trip"]
+        if after.bm25_score:
+            break
+        assert time.monotonic() < deadline, "the background rebuild never installed its postings"
+        time.sleep(0.05)
 
 
 def test_deleting_a_document_tombstones_its_rows(index: LocalIndex, ask: Callable[..., Any]) -> None:

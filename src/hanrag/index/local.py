@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from hanrag.index.base import DocumentChunks, IndexedChunk, IndexQuery, IndexSta
 from hanrag.index.fusion import FloatArray, fuse, top_k_indices
 
 BoolArray = npt.NDArray[np.bool_]
+log = logging.getLogger("hanrag.index.local")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -249,6 +251,8 @@ class LocalIndex:
         self._lexical_dirty = True
         self._lexical_built = False  # postings have been built at least once
         self._build_lock = threading.Lock()  # one postings build at a time
+        self._own_writes_pending = False  # this object wrote since the last build
+        self._background: threading.Thread | None = None  # a rebuild for others' writes
         with self._lock:
             stored = self._db.execute("SELECT value FROM meta WHERE key = 'dimension'").fetchone()
             if stored:
@@ -435,6 +439,7 @@ class LocalIndex:
             )
             self._data_version = self._current_data_version()
             self._lexical_dirty = True
+            self._own_writes_pending = True
 
     def delete_document(self, document_id: str) -> int:
         with self._lock:
@@ -498,7 +503,7 @@ class LocalIndex:
                 self._sync()
                 if not self._lexical_dirty:
                     return
-                self._lexical_dirty = False
+                self._lexical_dirty = self._own_writes_pending = False
                 size = self._rows.size
                 slots = self._rows.slots[:size].copy()
                 alive = self._rows.alive[:size].copy()
@@ -554,13 +559,32 @@ class LocalIndex:
             self._sync()
             return int(np.count_nonzero(self._filter_mask(filters)))
 
+    def _refresh_in_background(self) -> None:
+        """Rebuild the postings in a thread of its own: for writes of other processes, which
+        no search of this one should wait for."""
+        if self._background is not None and self._background.is_alive():
+            return
+        self._background = threading.Thread(
+            target=self._background_refresh, name="hanrag-postings", daemon=True
+        )
+        self._background.start()
+
+    def _background_refresh(self) -> None:
+        try:
+            self.refresh(wait=False)
+        except Exception as exc:  # the next search starts another try
+            log.warning("postings rebuild failed", extra={"error_type": type(exc).__name__})
+
     def search(self, query: IndexQuery) -> list[Hit]:
-        # A search brings stale postings up to date itself, unless another thread is
-        # building them already: then it answers from the previous ones rather than wait
-        # (it does wait when there are none yet, or a first search would lack BM25).
-        self.refresh(wait=not self._lexical_built)
+        # Postings are brought up to date before a search when this process wrote since the
+        # last build (it reads its own writes) or when there are none yet. A build under way
+        # in another thread is not waited for: the previous postings answer meanwhile.
+        if self._own_writes_pending or not self._lexical_built:
+            self.refresh(wait=not self._lexical_built)
         with self._lock:
             self._sync()
+            if self._lexical_dirty:  # written by other processes: rebuilt beside this search
+                self._refresh_in_background()
             rows = self._rows
             size = rows.size
             if size == 0:
@@ -751,5 +775,7 @@ class LocalIndex:
             )
 
     def close(self) -> None:
+        if self._background is not None:
+            self._background.join(timeout=120)  # a rebuild reads through self._db's data
         with self._lock:
             self._db.close()
