@@ -488,6 +488,31 @@ def test_cancelling_a_queued_job_is_immediate_and_it_never_runs(
         assert get_job(client, second)["attempts"] == 0
 
 
+def test_cancelling_a_running_ask_job_stops_its_answer(
+    ask_engine: Callable[..., Engine],
+    llm: LLMServer,
+    receiver: CallbackReceiver,
+    live: Callable[[Engine], LiveServer],
+) -> None:
+    """A running ask job looks at its stored job while the answer streams: a cancel from
+    any client stops the answer and ends the job ``cancelled``, with its callback."""
+    llm.script(answer_reply(delay_s=5.0, pieces=5))  # about 20 s if it ran to the end
+    server = live(ask_engine(llm=llm_settings(llm), jobs={"cancel_poll_s": 0.1}))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        job_id = client.post(
+            "/api/v1/jobs/ask", json={"question": QUESTION, "callback_url": receiver.url}
+        ).json()["data"]["job_id"]
+        wait_until(lambda: llm.streamed_paths(), 30, "the job to reach the LLM")
+        asked = client.post(f"/api/v1/jobs/{job_id}/cancel")
+        assert asked.status_code == 200, asked.text
+        assert asked.json()["data"]["state"] == "running" and asked.json()["data"]["control"] == "cancel"
+        done = poll_job(client, job_id, lambda j: j["state"] in FINAL_STATES, 10, "stopped")
+        assert done["state"] == "cancelled" and done["result"] is None, done
+        assert done["attempts"] == 1 and done["finished_at"]
+    call = receiver.wait_accepted(job_id, timeout=30)
+    assert call.body["data"]["state"] == "cancelled" and call.body["status"] == 400
+
+
 def test_a_job_enqueued_before_the_queue_started_runs_once(
     ask_engine: Callable[..., Engine], llm: LLMServer
 ) -> None:

@@ -381,6 +381,23 @@ def test_cancelling_a_queued_job_in_redis(setup: RedisSetup) -> None:
     assert setup.record(waiting).attempts == 0
 
 
+def test_cancelling_a_running_ask_job_in_a_worker_process(setup: RedisSetup) -> None:
+    """The API process asks; the worker process running the answer sees it in Redis and stops."""
+    setup.workers.only("w1")
+    setup.llm.script(answer_reply(delay_s=5.0, pieces=5))  # about 20 s if it ran to the end
+    before = len(setup.llm.streamed_paths())
+    running = setup.enqueue_ask(callback_url=setup.receiver.url)
+    wait_until(lambda: len(setup.llm.streamed_paths()) > before, 60, "the worker to start the job")
+    with setup.client() as client:
+        asked = client.post(f"/api/v1/jobs/{running}/cancel")
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["data"]["control"] == "cancel"
+    done = setup.wait_final(running, timeout=12)
+    assert done.state == "cancelled" and done.result is None and done.attempts == 1, done
+    call = setup.receiver.wait_accepted(running, timeout=30)
+    assert call.body["data"]["state"] == "cancelled"
+
+
 def test_ingest_jobs_from_the_api_and_the_cli_run_in_a_worker(setup: RedisSetup) -> None:
     setup.workers.only("w1")
     write_batch(setup.roots / "api", 3)

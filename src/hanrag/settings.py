@@ -183,6 +183,8 @@ class JobSettings(BaseModel):
     max_attempts: int = Field(3, ge=1, le=20)
     retry_backoff_s: float = Field(2.0, ge=0)
     job_timeout_s: float = Field(600.0, gt=0)
+    # How often a running ask job looks whether its cancel was asked for.
+    cancel_poll_s: float = Field(0.5, gt=0, le=60)
     # Callbacks: signed with HMAC-SHA256 (empty: a secret generated once in the data directory).
     callback_secret: SecretStr | None = None
     callback_headers: dict[str, str] = Field(default_factory=dict)

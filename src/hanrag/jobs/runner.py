@@ -159,6 +159,26 @@ async def _ask(engine: Engine, record: JobRecord) -> dict[str, Any]:
     }
 
 
+async def _until_cancelled(
+    store: JobStore, job_id: str, work: Coroutine[Any, Any, dict[str, Any]], poll_s: float
+) -> dict[str, Any] | None:
+    """Run ``work`` until it ends or the job's cancel is asked for (None). The stored job is
+    polled, so a cancel from a client of any process reaches the worker running it."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            current = await asyncio.to_thread(store.get, job_id)
+            if current is None or current.control == "cancel":
+                return None  # the finally below stops the work
+    finally:
+        if not task.done():
+            task.cancel()  # an answer cut off stores no turn; its LLM stream is closed
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[str, Any] | _Paused | None:
     """Files one by one with progress; pause and cancel are honoured between files
     (``None``: cancelled; :data:`PAUSED`: the attempt ended paused)."""
@@ -214,7 +234,6 @@ async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[st
             if paused:
                 return PAUSED
         if current is None or current.control == "cancel":
-            await _end(engine, store, record, "cancelled")
             return None
         if upload_dir is not None:
             data = await asyncio.to_thread(path.read_bytes)
@@ -318,7 +337,11 @@ async def run_job(
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
-            result = await (_ask(engine, record) if record.kind == "ask" else _ingest(engine, store, record))
+            result = await (
+                _until_cancelled(store, job_id, _ask(engine, record), engine.settings.jobs.cancel_poll_s)
+                if record.kind == "ask"
+                else _ingest(engine, store, record)
+            )
     except _PERMANENT as exc:
         failed = await _end(engine, store, record, "failed", error={"code": exc.code, "message": exc.message})
         if failed is not None:
@@ -345,7 +368,7 @@ async def run_job(
     if result is PAUSED:
         return  # no end yet, no callback: a resume queues the job again
     if result is None:  # cancelled part-way: the receiver learns it like any other end
-        cancelled = await asyncio.to_thread(store.get, job_id)
+        cancelled = await _end(engine, store, record, "cancelled")
         if cancelled is not None:
             await _send_callback(engine, store, cancelled)
         return

@@ -206,7 +206,10 @@ async def _control(request: Request, job_id: str, control: str | None) -> Any:
     return envelope(200, "OK", updated.public())
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel a job (a running one stops at its next checkpoint)")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel a job (a running one stops at its next file, or within jobs.cancel_poll_s of its answer)",
+)
 @_enveloped
 async def cancel_job(job_id: str, request: Request) -> Any:
     return await _control(request, job_id, "cancel")
