@@ -358,6 +358,35 @@ def test_writes_of_another_process_are_rebuilt_beside_searches(
         time.sleep(0.05)
 
 
+def test_refresh_builds_postings_only_once_the_process_has_searched(
+    tmp_path: Path, write: Writer, ask: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that only writes (a CLI ingest) builds no postings it would never use; the
+    first search builds them, and from then on refresh() keeps them up to date."""
+    builds: list[str] = []
+    real_build = _Lexical.build
+
+    def counted_build(self: _Lexical, *args: Any) -> Any:
+        builds.append(self.column)
+        return real_build(self, *args)
+
+    monkeypatch.setattr(_Lexical, "build", counted_build)
+    fresh = LocalIndex(tmp_path / "writer-only")
+    try:
+        write(fresh, "hr")
+        fresh.refresh()
+        assert builds == []
+        [first, *_] = ask(fresh, "연차휴가 며칠")
+        assert sorted(builds) == ["bigrams", "morphemes"] and first.bm25_score > 0
+        write(fresh, "sec")
+        fresh.refresh()
+        assert len(builds) == 4
+        assert next(h for h in ask(fresh, "USB 저장장치") if h.chunk.document_id == "sec").bm25_score > 0
+        assert len(builds) == 4  # nothing new to build for that search
+    finally:
+        fresh.close()
+
+
 def test_deleting_a_document_tombstones_its_rows(index: LocalIndex, ask: Callable[..., Any]) -> None:
     before = index.stats()
     assert index.delete_document("sec") == 2

@@ -487,14 +487,27 @@ class LocalIndex:
             self._data_version = self._current_data_version()
             return len(slots)
 
-    def refresh(self, *, wait: bool = True) -> None:
+    def refresh(self) -> None:
         """Bring the lexical postings up to date with every write seen so far.
 
-        The build (seconds at 100k chunks) runs outside the index lock: searches meanwhile
-        answer from the previous postings, in which rows written since have no lexical
-        score (and removed rows are filtered out as always). One build at a time; with
-        ``wait=False`` a caller that finds one under way returns at once instead.
-        Never call this while holding the index lock (the build takes it to install).
+        Until this process has searched, there are no postings to keep up to date and
+        nothing is built: a CLI ingest does not pay for postings it never uses (at 100k
+        chunks, seconds), and the first search builds them anyway.
+        """
+        if self._lexical_built:
+            self._build_postings(wait=True)
+        else:
+            with self._lock:
+                self._sync()
+
+    def _build_postings(self, *, wait: bool) -> None:
+        """Rebuild the lexical postings if anything was written since the last build.
+
+        The build runs outside the index lock: searches meanwhile answer from the previous
+        postings, in which rows written since have no lexical score (and removed rows are
+        filtered out as always). One build at a time; with ``wait=False`` a caller that
+        finds one under way returns at once instead. Never call this while holding the
+        index lock (the build takes it to install).
         """
         if not self._build_lock.acquire(blocking=wait):
             return
@@ -571,7 +584,7 @@ class LocalIndex:
 
     def _background_refresh(self) -> None:
         try:
-            self.refresh(wait=False)
+            self._build_postings(wait=False)
         except Exception as exc:  # the next search starts another try
             log.warning("postings rebuild failed", extra={"error_type": type(exc).__name__})
 
@@ -580,7 +593,7 @@ class LocalIndex:
         # last build (it reads its own writes) or when there are none yet. A build under way
         # in another thread is not waited for: the previous postings answer meanwhile.
         if self._own_writes_pending or not self._lexical_built:
-            self.refresh(wait=not self._lexical_built)
+            self._build_postings(wait=not self._lexical_built)
         with self._lock:
             self._sync()
             if self._lexical_dirty:  # written by other processes: rebuilt beside this search
