@@ -279,13 +279,9 @@ def test_lexical_scores_are_bm25s_lucene_scores_over_the_live_chunks(
                 )
 
 
-def test_searches_answer_from_the_previous_postings_while_a_rebuild_runs(
-    index: LocalIndex, write: Writer, ask: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A postings rebuild (seconds at 100k chunks) holds no lock that searches need: a
-    search during one answers at once, the new row found by its vector but without a
-    lexical score until the rebuild is installed."""
-    assert ask(index, "연차휴가 며칠")  # the postings exist
+def hold_postings_builds(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Real postings builds that wait, once started (first event), until released (second
+    event): a test acts while one is under way."""
     building, release = threading.Event(), threading.Event()
     real_build = _Lexical.build
 
@@ -295,6 +291,17 @@ def test_searches_answer_from_the_previous_postings_while_a_rebuild_runs(
         return real_build(self, *args)
 
     monkeypatch.setattr(_Lexical, "build", held_build)
+    return building, release
+
+
+def test_searches_answer_from_the_previous_postings_while_a_rebuild_runs(
+    index: LocalIndex, write: Writer, ask: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A postings rebuild (seconds at 100k chunks) holds no lock that searches need: a
+    search during one answers at once, the new row found by its vector but without a
+    lexical score until the rebuild is installed."""
+    assert ask(index, "연차휴가 며칠")  # the postings exist
+    building, release = hold_postings_builds(monkeypatch)
     write(index, "trip", ["해외 출장 항공권은 출장 2주 전까지 예약한다."])
     builder = threading.Thread(target=index.refresh)
     builder.start()
@@ -326,18 +333,10 @@ def test_writes_of_another_process_are_rebuilt_beside_searches(
     for, and the lexical scores follow once it is installed."""
     assert ask(index, "연차휴가 며칠")  # the postings exist
     other = LocalIndex(index_dir)
-    building, release = threading.Event(), threading.Event()
-    real_build = _Lexical.build
-
-    def held_build(self: _Lexical, *args: Any) -> Any:
-        building.set()
-        release.wait(60)
-        return real_build(self, *args)
-
+    building, release = hold_postings_builds(monkeypatch)
     question = "해외 출장 항공권 예약"
     try:
         write(other, "trip", ["해외 출장 항공권은 출장 2주 전까지 예약한다."])
-        monkeypatch.setattr(_Lexical, "build", held_build)
         answered: list[Any] = []
         searcher = threading.Thread(target=lambda: answered.extend(ask(index, question, k=50)))
         searcher.start()
