@@ -53,9 +53,6 @@ class CurrentStderrHandler(logging.StreamHandler):
     logging was set up: a stderr replaced later (a test's capture, a redirect) must not
     leave worker threads writing to a closed stream."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> Any:
         return sys.stderr

@@ -132,18 +132,12 @@ class _Rows:
             self.acl_masks[principal][row] = True
 
 
-class _CorpusIds:
-    """A corpus as bm25s reads it (``ids``: each document's token ids; ``vocab``: token ->
-    id), kept as one flat int32 array with offsets. A document's id list exists only
-    while bm25s iterates over it, so a rebuild never holds every token of the corpus as
-    Python objects at once (at 100k chunks that was over a gigabyte of transient memory)."""
-
-    def __init__(self, flat: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64], vocab: dict[str, int]):
-        self.vocab = vocab
-        self.ids = _DocumentIds(flat, offsets)
-
-
 class _DocumentIds:
+    """Each document's token ids as bm25s reads them, kept as one flat int32 array with
+    offsets. A document's id list exists only while bm25s iterates over it, so a rebuild
+    never holds every token of the corpus as Python objects at once (at 100k chunks that
+    was over a gigabyte of transient memory)."""
+
     def __init__(self, flat: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]) -> None:
         self.flat = flat
         self.offsets = offsets
@@ -174,6 +168,7 @@ class _Lexical:
         a connection of its own, so that no lock is held: (bm25s retriever or None, the
         matrix row of each BM25 document)."""
         import bm25s
+        from bm25s.tokenization import Tokenized
 
         # Live rows only: a replaced or deleted chunk must not count as a document in the
         # BM25 statistics (N and the average length), or scores would drift with every
@@ -201,7 +196,8 @@ class _Lexical:
         live_rows = np.asarray(live, dtype=np.int64)
         if not flat:
             return None, live_rows
-        corpus = _CorpusIds(np.frombuffer(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64), vocab)
+        ids = _DocumentIds(np.frombuffer(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64))
+        corpus = Tokenized(ids=ids, vocab=vocab)
         retriever = bm25s.BM25(method="lucene", k1=self.k1, b=self.b)
         # No extra empty token: a query's tokens are checked against the vocabulary first.
         retriever.index(corpus, create_empty_token=False, show_progress=False)
@@ -546,7 +542,8 @@ class LocalIndex:
                 if principal_mask is not None:
                     allowed |= principal_mask[:size]
             mask &= allowed
-        readable = mask.copy()  # live rows the caller may read: what metadata keys are known from
+        # Live rows the caller may read: what metadata keys are known from.
+        readable = mask.copy() if filters.metadata else mask
         if filters.date_from is not None:
             mask &= rows.dates[:size] >= filters.date_from
         if filters.date_to is not None:
