@@ -180,6 +180,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "HANRAG_JOBS__CONCURRENCY": str(jobs.concurrency),
         "HANRAG_JOBS__CALLBACK_SECRET": SECRET,
         "HANRAG_JOBS__JOB_TIMEOUT_S": str(jobs.job_timeout_s),
+        "HANRAG_JOBS__CALLBACK_ALLOW": json.dumps(jobs.callback_allow),
         "HANRAG_LLM__BACKEND": "extractive",
         "HANRAG_LOG_LEVEL": "WARNING",
     }
@@ -200,6 +201,8 @@ def run(args: argparse.Namespace, err: Console) -> dict[str, Any]:
             "queue": "redis",
             "redis_queue_name": queue_name,
             "callback_secret": SECRET,
+            # The receiver listens on loopback, which callbacks may reach only when listed.
+            "callback_allow": ["127.0.0.1"],
             "concurrency": args.concurrency,
             "job_timeout_s": 120,
         },

@@ -183,9 +183,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, shared_cache_path: Path) -> 
     auth.create_user("alice", PASSWORD, role="editor", groups=["a"])
     auth.create_user("bob", PASSWORD, role="viewer", groups=["b"])
     auth.create_user("svc", PASSWORD, role="viewer")
+    # The delegating backend's own account: a key acts for a user only within the
+    # principals the key holds, so the backend is a member of the groups it serves.
+    auth.create_user("spring", PASSWORD, role="viewer", groups=["a", "b"])
     keys = {
         "alice": auth.create_api_key("alice", "alice-script")["key"],
-        "delegate": auth.create_api_key("svc", "spring-backend", can_delegate=True)["key"],
+        "delegate": auth.create_api_key("spring", "spring-backend", can_delegate=True)["key"],
         "plain": auth.create_api_key("svc", "no-delegation")["key"],
     }
     tokens = {name: auth.login(name, PASSWORD)["access_token"] for name in ("admin", "alice", "bob")}
@@ -381,8 +384,12 @@ def test_sessions_are_private(world: World) -> None:
         assert history.status_code == 200 and history.json() == {"history": []}
         reference = alice.get("/reference", params={"request_id": bob_session, "msg_index": 1})
         assert reference.status_code == 400
+        # Naming bob's page id in a legacy query opens a room of alice's own: no refusal
+        # that would tell her the id is taken, and nothing of bob's conversation.
         legacy = alice.post("/query", json=legacy_body(page_id=bob_session, user_id="bob"))
-        assert legacy.status_code == 400 and "data_list" not in legacy.json()
+        assert legacy.status_code == 200
+        own = alice.get("/history", params={"request_id": bob_session}).json()["history"]
+        assert [m["role"] for m in own] == ["human", "ai"]
         for response in (messages, deleted, hijack, hijack_stream, history, reference, legacy, listed):
             assert_clean(world, response.text, str(response.request.url))
         # A non-delegating service key naming bob does not read his page either.
@@ -515,7 +522,10 @@ def test_legacy_push_never_leaks(world: World) -> None:
         reference_list = client.get("/reference", params={"request_id": page, "msg_index": 1})
         assert reference_list.status_code == 200 and reference_list.json()["references"]
         assert_clean(world, reference_list.text, "own legacy references")
-    assert world.engine.sessions.owner(page) == "alice"
+    # alice's room for that page id is hers (stored in her namespace of page ids).
+    rooms = world.engine.sessions.list_sessions(principal="alice", limit=10_000)
+    assert any(r.id.startswith("lg_") and world.engine.sessions.messages(r.id) for r in rooms)
+    assert not world.engine.sessions.exists(page)
 
 
 def test_legacy_push_for_bob_does_carry_b(world: World) -> None:

@@ -509,8 +509,11 @@ def test_roles_decide_who_may_change_documents(site: Site) -> None:
         assert created.status_code == 201, created.text
         doc_id = created.json()["document_id"]
         assert editor.post(f"/api/v1/documents/{doc_id}/reindex").status_code == 200
-        changed = editor.put(f"/api/v1/documents/{doc_id}/acl", json={"acl": ["group:a", "user:victor"]})
-        assert changed.status_code == 200 and changed.json()["acl"] == ["group:a", "user:victor"]
+        # An editor grants only principals they hold (P7): not another user.
+        foreign = editor.put(f"/api/v1/documents/{doc_id}/acl", json={"acl": ["group:a", "user:victor"]})
+        assert_problem(foreign, 403, "acl_not_permitted")
+        changed = editor.put(f"/api/v1/documents/{doc_id}/acl", json={"acl": ["group:a", "user:alice"]})
+        assert changed.status_code == 200 and changed.json()["acl"] == ["group:a", "user:alice"]
         for path in ("/api/v1/admin/users", "/api/v1/admin/audit"):
             assert_problem(editor.get(path), 403, "forbidden")
         assert_problem(editor.post("/api/v1/admin/groups", json={"name": "x"}), 403, "forbidden")

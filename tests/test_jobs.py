@@ -46,6 +46,8 @@ from jobs_support import (
 )
 
 SECRET = "callback-secret-for-tests"
+# The callback receivers listen on loopback, which callbacks reach only when it is listed.
+LOOPBACK_CALLBACKS = {"callback_allow": ["127.0.0.1"]}
 HANRAG = str(Path(sys.executable).with_name("hanrag"))
 
 
@@ -76,6 +78,7 @@ def ask_engine(corpus: Corpus, tmp_path: Path, shared_cache_path: Path) -> Itera
     built: list[Engine] = []
 
     def build(**overrides: Any) -> Engine:
+        overrides["jobs"] = {**LOOPBACK_CALLBACKS, **overrides.get("jobs", {})}
         engine = answer_engine(corpus.engine, tmp_path / f"ask{len(built)}", shared_cache_path, **overrides)
         built.append(engine)
         return engine
@@ -92,6 +95,7 @@ def ingest_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     built: list[Engine] = []
 
     def build(**overrides: Any) -> Engine:
+        overrides["jobs"] = {**LOOPBACK_CALLBACKS, **overrides.get("jobs", {})}
         engine = Engine(Settings(data_dir=tmp_path / f"ingest{len(built)}", **overrides))
         built.append(engine)
         return engine
@@ -208,6 +212,7 @@ def test_ask_job_over_http_is_answered_by_a_signed_callback_retried_with_backoff
         jobs={
             "callback_secret": SECRET,
             "callback_headers": {"X-Api-Key": "configured-key", "X-Tenant": "configured"},
+            "callback_header_hosts": ["127.0.0.1"],
             "callback_attempts": 4,
             "callback_backoff_s": 0.3,
         }
@@ -698,7 +703,7 @@ def test_ingest_job_reports_a_failing_file_uploads_and_refuses_paths_outside_the
             refused = client.post("/api/v1/ingest", json={"paths": [str(root / "mixed"), outside]})
             assert refused.status_code == 403, (outside, refused.text)
             assert refused.json()["status"] == 403
-            assert refused.json()["data"] == {"code": "path_not_allowed"}
+            assert refused.json()["data"] == {"code": "path_not_allowed", "field": "paths"}
         listed = client.get("/api/v1/documents").json()["items"]
         failed = sorted(
             Path(d["source"].removeprefix("upload:")).name for d in listed if d["status"] == "failed"

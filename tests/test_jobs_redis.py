@@ -65,6 +65,9 @@ JOBS: dict[str, Any] = {
     "retry_backoff_s": 0.3,
     "callback_secret": SECRET,
     "callback_headers": {"X-Api-Key": "worker-configured-key"},
+    # The receiver listens on loopback: listed, and trusted with the configured headers.
+    "callback_allow": ["127.0.0.1"],
+    "callback_header_hosts": ["127.0.0.1"],
     "callback_attempts": 3,
     "callback_timeout_s": 1.0,
     "callback_backoff_s": 0.2,

@@ -7,14 +7,19 @@ lists documents never loads a model.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
+import unicodedata
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hanrag.auth.access import check_grant
 from hanrag.domain import SearchFilters, SearchResult
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.factory import get_embedder
@@ -30,7 +35,6 @@ from hanrag.ingest.pipeline import (
     IngestReport,
     ProgressCallback,
     document_id_for,
-    validate_acl,
 )
 from hanrag.settings import Settings
 from hanrag.store.catalog import Catalog
@@ -55,6 +59,41 @@ def document_not_found(key: str) -> NotFoundError:
     return NotFoundError(
         f"no document with id or source {key!r}", code="document_not_found", field="document"
     )
+
+
+# Uploaded file names longer than this are refused; the stored copy's name is shortened
+# further when needed, since filesystems allow 255 bytes (85 Korean characters in UTF-8).
+UPLOAD_NAME_MAX_CHARS = 255
+_STORED_NAME_MAX_BYTES = 200
+
+
+def upload_file_name(filename: str) -> str:
+    """An uploaded file's name as shown and kept in its source: the last path part
+    (of '/' or '\\' paths), NFC, with no control characters."""
+    name = unicodedata.normalize("NFC", filename or "").replace("\\", "/").rpartition("/")[2].strip()
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise InvalidInputError(
+            "the file name contains control characters", code="invalid_filename", field="file"
+        )
+    if len(name) > UPLOAD_NAME_MAX_CHARS:
+        raise InvalidInputError(
+            f"the file name has {len(name)} characters; the limit is {UPLOAD_NAME_MAX_CHARS}",
+            code="invalid_filename",
+            field="file",
+        )
+    if name in (".", ".."):
+        raise InvalidInputError(f"invalid file name {filename!r}", code="invalid_filename", field="file")
+    return name or "upload"
+
+
+def stored_file_name(name: str) -> str:
+    """The name of an upload's kept copy: the uploaded name when the filesystem takes it,
+    else a digest of it with the (short) extension the parsers sniff by."""
+    if len(name.encode("utf-8")) <= _STORED_NAME_MAX_BYTES:
+        return name
+    suffix = Path(name).suffix
+    suffix = suffix if len(suffix.encode("utf-8")) <= 16 else ""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32] + suffix
 
 
 class Engine:
@@ -185,32 +224,42 @@ class Engine:
         metadata: dict[str, str] | None = None,
         date_override: datetime | None = None,
         owner: str | None = None,
+        principals: list[str] | None = None,
     ) -> FileOutcome:
         """Ingest uploaded bytes. The bytes are kept in the data directory so the
         document can be re-indexed later. Uploading the same file name again replaces
         the document — only the same uploader's: each signed-in user has their own
-        namespace, so nobody can overwrite (or detect) a document they cannot read."""
-        name = Path(filename).name.strip() or "upload"
-        if name in (".", ".."):
-            raise InvalidInputError(f"invalid file name {filename!r}", code="invalid_filename", field="file")
+        namespace, so nobody can overwrite (or detect) a document they cannot read.
+        ``principals`` are the uploader's (see :meth:`IngestPipeline.ingest_bytes`)."""
+        name = upload_file_name(filename)
         source = f"upload:{owner}/{name}" if owner else f"upload:{name}"
         document_id = document_id_for("upload", source)
-        outcome = self.pipeline.ingest_bytes(
-            data,
-            name,
-            source=source,
-            source_type="upload",
-            acl=acl,
-            metadata=metadata,
-            date_override=date_override,
-            file_size=len(data),
-        )
-        if outcome.status != "failed":
-            stored = self.settings.data_dir / "uploads" / document_id
-            stored.mkdir(parents=True, exist_ok=True)
-            for old in stored.iterdir():
-                old.unlink()
-            (stored / name).write_bytes(data)
+        uploads = self.settings.data_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        # The bytes are written before anything is indexed, so that a write that fails
+        # (disk full, a name the filesystem refuses) leaves no document without its bytes.
+        staged = uploads / f".incoming-{uuid.uuid4().hex}"
+        staged.write_bytes(data)
+        try:
+            outcome = self.pipeline.ingest_bytes(
+                data,
+                name,
+                source=source,
+                source_type="upload",
+                acl=acl,
+                metadata=metadata,
+                date_override=date_override,
+                file_size=len(data),
+                principals=principals,
+            )
+            if outcome.status != "failed":
+                stored = uploads / document_id
+                stored.mkdir(parents=True, exist_ok=True)
+                for old in stored.iterdir():
+                    old.unlink()
+                os.replace(staged, stored / stored_file_name(name))
+        finally:
+            staged.unlink(missing_ok=True)
         self.index.refresh()
         return outcome
 
@@ -247,7 +296,8 @@ class Engine:
                 raise NotFoundError(f"the uploaded bytes of {row.id} are not kept", code="source_missing")
             outcome = self.pipeline.ingest_bytes(
                 files[0].read_bytes(),
-                files[0].name,
+                # The uploaded name (the stored file's name may be shortened).
+                row.source.rpartition("/")[2] if "/" in row.source else row.source.removeprefix("upload:"),
                 source=row.source,
                 source_type="upload",
                 acl=list(row.acl),
@@ -292,8 +342,10 @@ class Engine:
     ) -> list[DocumentRow]:
         return self.catalog.list_documents(offset=offset, limit=limit, status=status)
 
-    def get_document(self, key: str) -> DocumentRow:
-        row = self.catalog.find(key)
+    def get_document(self, key: str, principals: list[str] | None = None) -> DocumentRow:
+        """A document by id, source or file name, among those ``principals`` may read
+        (None: all); hidden documents are missing ones."""
+        row = self.catalog.find(key, principals)
         if row is None:
             raise document_not_found(key)
         return row
@@ -312,10 +364,13 @@ class Engine:
             stored.rmdir()
         return row, removed
 
-    def set_document_acl(self, key: str, acl: list[str], *, actor: str = "system") -> DocumentRow:
-        """Change who may read a document: its chunks are updated in place, not re-embedded."""
-        row = self.get_document(key)
-        acl = validate_acl(acl)
+    def set_document_acl(
+        self, key: str, acl: list[str], *, actor: str = "system", principals: list[str] | None = None
+    ) -> DocumentRow:
+        """Change who may read a document: its chunks are updated in place, not re-embedded.
+        A caller with ``principals`` must read the document and may grant only what they hold."""
+        row = self.get_document(key, principals)
+        acl = check_grant(principals, acl)
         self.index.set_document_acl(row.id, acl)
         updated = self.catalog.upsert(row.id, acl=acl)
         self.audit.record(actor, "acl_change", target=row.id, detail={"from": list(row.acl or []), "to": acl})

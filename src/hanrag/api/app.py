@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,13 +22,14 @@ from hanrag.api import metrics
 from hanrag.api.problems import (
     hanrag_error_handler,
     http_error_handler,
+    mapped_error_handler,
     problem,
     unhandled_error_handler,
     validation_error_handler,
 )
 from hanrag.auth.ratelimit import RateLimiter
 from hanrag.engine import Engine
-from hanrag.errors import HanragError
+from hanrag.errors import HanragError, WorkCancelled
 from hanrag.settings import Settings, load_settings
 
 log = logging.getLogger("hanrag.api")
@@ -186,6 +189,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_exception_handler(HanragError, hanrag_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    # Storage and database errors with a stable answer (507 storage_full, 400 for a value a
+    # column cannot hold, 504 for work given up) get it here; the catch-all maps the same
+    # errors when a middleware raises them.
+    for storage_error in (SQLAlchemyError, sqlite3.Error, OSError, OverflowError, WorkCancelled):
+        app.add_exception_handler(storage_error, mapped_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)
 
     from hanrag.api import auth

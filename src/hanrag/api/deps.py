@@ -11,8 +11,9 @@ from fastapi import Request
 
 from hanrag.answer.engine import AnswerEvent
 from hanrag.api import metrics
+from hanrag.cancellation import cancel_scope
 from hanrag.engine import Engine
-from hanrag.errors import HanragError
+from hanrag.errors import HanragError, RequestTimeoutError
 
 T = TypeVar("T")
 
@@ -36,11 +37,27 @@ def caller_name(request: Request) -> str | None:
 
 
 async def with_timeout(request: Request, work: Awaitable[T]) -> T:
+    """``work`` within ``api.request_timeout_s``, or 504 ``timeout``.
+
+    On timeout (or when the client goes away) the work is cancelled: its coroutine at
+    once, and work it handed to threads at its next :func:`raise_if_cancelled` check —
+    such threads see this request's token (``asyncio.to_thread`` copies the context).
+    """
     seconds = request.app.state.settings.api.request_timeout_s
-    try:
-        return await asyncio.wait_for(work, timeout=seconds)
-    except TimeoutError as exc:
-        raise HanragError(f"the request took longer than {seconds:g} s", code="timeout") from exc
+    finished = False
+    with cancel_scope() as token:
+        try:
+            async with asyncio.timeout(seconds) as deadline:
+                result = await work
+            finished = True
+            return result
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # a timeout of the work itself, not of this request
+            raise RequestTimeoutError(f"the request took longer than {seconds:g} s") from exc
+        finally:
+            if not finished:
+                token.cancel(f"the request was given up (timeout {seconds:g} s or client gone)")
 
 
 async def primed(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:

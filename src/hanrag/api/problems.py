@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
@@ -9,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hanrag.errors import HanragError
+from hanrag.errors import HanragError, StorageFullError, translate_error
+
+log = logging.getLogger("hanrag.api")
 
 PROBLEM_TYPE = "https://hanrag.dev/problems/"
 _STATUS_CODES = {
@@ -28,6 +31,7 @@ _STATUS_CODES = {
     500: "internal_error",
     503: "unavailable",
     504: "timeout",
+    507: "storage_full",
 }
 
 
@@ -77,10 +81,43 @@ def problem(
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+def mapped_error(request: Request, exc: BaseException) -> HanragError | None:
+    """``exc`` as a stable error (see :func:`hanrag.errors.translate_error`), or None;
+    a full disk is remembered for ``/readyz``."""
+    error = translate_error(exc)
+    if isinstance(error, StorageFullError):
+        from hanrag.api.storage import monitor_of
+
+        monitor_of(request.app).note_full(request.app.state.settings)
+        log.error(
+            "storage full",
+            exc_info=exc,
+            extra={"path": request.url.path, "error_type": type(exc).__name__},
+        )
+    return error
+
+
+def stream_error(request: Request, exc: BaseException) -> HanragError:
+    """What a stream that has already started says in its last (error) event."""
+    error = mapped_error(request, exc)
+    if error is None:
+        log.error(
+            "unhandled error in a stream",
+            exc_info=exc,
+            extra={"path": request.url.path, "error_type": type(exc).__name__},
+        )
+        error = HanragError("an internal error occurred; see the server log")
+    return error
+
+
+def _error_response(request: Request, error: HanragError) -> JSONResponse:
+    extra = {"field": error.field} if error.field else None
+    return problem(error.http_status, error.code, error.message, request=request, extra=extra)
+
+
 async def hanrag_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HanragError)
-    extra = {"field": exc.field} if exc.field else None
-    return problem(exc.http_status, exc.code, exc.message, request=request, extra=extra)
+    return _error_response(request, mapped_error(request, exc) or exc)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -108,10 +145,22 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, detail, request=request, headers=getattr(exc, "headers", None))
 
 
-async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    import logging
+async def mapped_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Storage and database exceptions raised by a route: their stable answer when they
+    have one; anything else goes on to the catch-all (500) unchanged."""
+    error = mapped_error(request, exc)
+    if error is None:
+        raise exc
+    return _error_response(request, error)
 
-    logging.getLogger("hanrag.api").error(
+
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Any other exception: a storage, database-value or cancellation error gets its stable
+    answer (507, 400, 504), anything else a 500 that names no internals."""
+    error = mapped_error(request, exc)
+    if error is not None:
+        return _error_response(request, error)
+    log.error(
         "unhandled error", exc_info=exc, extra={"path": request.url.path, "error_type": type(exc).__name__}
     )
     return problem(500, "internal_error", "an internal error occurred; see the server log", request=request)

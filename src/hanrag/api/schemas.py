@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from hanrag.domain import SearchFilters, to_epoch
 
@@ -23,11 +23,28 @@ def parse_flexible_datetime(value: Any) -> Any:
             )
         parts = list(value) + [0] * (7 - len(value))
         parts[6] = max(0, min(int(parts[6]), 999999))
-        return datetime(*parts)
+        try:
+            return datetime(*parts)
+        except (ValueError, OverflowError) as exc:  # OverflowError: not a validation error
+            raise ValueError(f"not a date: {exc}") from exc
     return value
 
 
-FlexibleDateTime = Annotated[datetime, BeforeValidator(parse_flexible_datetime)]
+def require_utc_moment(value: datetime) -> datetime:
+    """The moment must exist in UTC too (years 1-9999): ``0001-01-01T00:00:00+14:00`` is
+    in year 0 and ``9999-12-31T23:59:59-14:00`` in year 10000 once converted, which every
+    later step (epoch seconds back to dates, time-range widening) would fail on."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError("the date is out of range: years 1 to 9999 once converted to UTC") from exc
+    return value
+
+
+FlexibleDateTime = Annotated[
+    datetime, BeforeValidator(parse_flexible_datetime), AfterValidator(require_utc_moment)
+]
 
 
 class FiltersIn(BaseModel):

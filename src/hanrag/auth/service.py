@@ -23,8 +23,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 
+from hanrag.auth.access import check_name, scope_principals
 from hanrag.domain import PUBLIC
-from hanrag.errors import HanragError, InvalidInputError, NotFoundError
+from hanrag.errors import AuthError, ForbiddenError, HanragError, InvalidInputError, NotFoundError
 from hanrag.settings import AuthSettings
 from hanrag.store.db import create_schema, session_factory
 from hanrag.store.models import (
@@ -40,19 +41,6 @@ from hanrag.store.models import (
 ROLES = ("viewer", "editor", "admin")
 _ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 API_KEY_PREFIX = "hrk_"
-# Letters and digits of any script (group names such as "영업" appear in ACLs built from
-# metadata, e.g. ``ingest.acl_from_metadata``), plus these separators.
-_NAME_PUNCTUATION = set("._-@")
-
-
-class AuthError(HanragError):
-    code = "unauthorized"
-    http_status = 401
-
-
-class ForbiddenError(HanragError):
-    code = "forbidden"
-    http_status = 403
 
 
 class ConflictError(HanragError):
@@ -83,17 +71,6 @@ class Identity:
 
 
 ANONYMOUS = Identity(username="anonymous", role="admin", via="none", principals=None)
-
-
-def _check_name(value: str, what: str) -> str:
-    name = value.strip().lower()
-    if not name or len(name) > 100 or not all(ch.isalnum() or ch in _NAME_PUNCTUATION for ch in name):
-        raise InvalidInputError(
-            f"invalid {what} {value!r}: use 1-100 letters, digits, '.', '_', '-', '@'",
-            code=f"invalid_{what}",
-            field=what,
-        )
-    return name
 
 
 def _check_role(role: str) -> str:
@@ -161,7 +138,7 @@ class AuthService:
     def create_user(
         self, username: str, password: str, *, role: str = "viewer", groups: list[str] | None = None
     ) -> UserRow:
-        name = _check_name(username, "username")
+        name = check_name(username, "username")
         _check_role(role)
         password_hash = self._hash(password)
         with self._sessions.begin() as db:
@@ -236,13 +213,15 @@ class AuthService:
             user = self._require_user(db, username)
             user.password_hash = password_hash
             user.updated_at = utcnow()
-            # A new password ends every session opened with the old one.
+            # A new password ends every session opened with the old one: refresh tokens
+            # are revoked, and access tokens of the old token version are refused.
+            user.token_version = (user.token_version or 0) + 1
             self._revoke_refresh_tokens(db, user.id)
 
     # ----------------------------------------------------------------- groups
 
     def _group(self, db: Any, name: str, *, create: bool = False) -> GroupRow:
-        clean = _check_name(name, "group")
+        clean = check_name(name, "group")
         group = db.scalars(select(GroupRow).where(GroupRow.name == clean)).first()
         if group is None:
             if not create:
@@ -254,7 +233,7 @@ class AuthService:
 
     def create_group(self, name: str) -> None:
         with self._sessions.begin() as db:
-            clean = _check_name(name, "group")
+            clean = check_name(name, "group")
             if db.scalars(select(GroupRow).where(GroupRow.name == clean)).first() is not None:
                 raise ConflictError(f"group {clean!r} already exists", code="group_exists", field="group")
             db.add(GroupRow(id=uuid.uuid4().hex, name=clean))
@@ -316,6 +295,31 @@ class AuthService:
                 raise AuthError(f"unknown or disabled user {username!r}", code="unknown_user")
             return self._identity(db, user, via="delegated")
 
+    def act_for(self, caller: Identity, username: str) -> Identity:
+        """The identity a delegating key (``can_delegate``) uses for the end user it names.
+
+        Delegation never widens what the key may read: the user's principals are cut to
+        those the key itself holds (so a service account reaches a group's documents only
+        as a member of that group), and only an administrator's key may act for an
+        administrator. The role is the lower of the two.
+        """
+        if not caller.can_delegate:
+            raise ForbiddenError("this key may not act for other users", code="delegation_not_allowed")
+        target = self.identity_for(username)
+        principals = scope_principals(
+            caller.principals, target.principals, caller_is_admin=caller.principals is None
+        )
+        role = min(caller.role, target.role, key=lambda r: _ROLE_RANK.get(r, -1))
+        return Identity(
+            username=target.username,
+            role=role,
+            user_id=target.user_id,
+            groups=[g for g in target.groups if principals is None or f"group:{g}" in principals],
+            via="delegated",
+            api_key_id=caller.api_key_id,
+            principals=principals,
+        )
+
     # ------------------------------------------------------------------ login
 
     def login(self, username: str, password: str) -> dict[str, Any]:
@@ -350,6 +354,7 @@ class AuthService:
                 "name": user.username,
                 "typ": "access",
                 "jti": uuid.uuid4().hex,
+                "ver": user.token_version or 0,
                 "iat": now,
                 "exp": access_expires,
             },
@@ -421,6 +426,8 @@ class AuthService:
             user = db.get(UserRow, claims["sub"])
             if user is None or user.disabled:
                 raise AuthError("this account is disabled", code="account_disabled")
+            if claims.get("ver", 0) != (user.token_version or 0):
+                raise AuthError("the password has changed since this token was issued", code="token_revoked")
             return self._identity(db, user, via="token")
 
     # --------------------------------------------------------------- API keys

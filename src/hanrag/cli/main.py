@@ -325,8 +325,8 @@ def _show_report(report: IngestReport, as_json: bool) -> None:
 def _ingest_in_background(
     paths: list[Path], include: list[str] | None, exclude: list[str] | None, acl: list[str] | None
 ) -> None:
+    from hanrag.auth.access import validate_acl
     from hanrag.cli.jobs import enqueue
-    from hanrag.ingest.pipeline import validate_acl
     from hanrag.jobs.base import JobRecord
 
     def work() -> Any:

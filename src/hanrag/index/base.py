@@ -7,8 +7,22 @@ from typing import Protocol
 
 from hanrag.domain import Chunk, Hit, SearchFilters
 from hanrag.embed.base import Vectors
+from hanrag.errors import InvalidInputError
 
 SIGNALS = ("dense", "bm25", "bigram")
+
+
+def check_metadata_keys(metadata: dict[str, str], known: set[str]) -> None:
+    """Refuse a metadata filter on a key no document the caller may read carries (``known``
+    is counted over those documents only, so the error discloses nothing hidden). One
+    check for every index adapter and for requests checked before they are queued."""
+    for key in metadata:
+        if key not in known:
+            raise InvalidInputError(
+                f"unknown metadata field {key!r} (known: {', '.join(sorted(known)) or 'none'})",
+                code="unknown_filter_field",
+                field=f"metadata.{key}",
+            )
 
 
 @dataclass(slots=True)

@@ -36,8 +36,8 @@ import numpy.typing as npt
 
 from hanrag.domain import Chunk, Hit, SearchFilters
 from hanrag.embed.base import Vectors
-from hanrag.errors import ConfigError, InvalidInputError
-from hanrag.index.base import DocumentChunks, IndexedChunk, IndexQuery, IndexStats
+from hanrag.errors import ConfigError
+from hanrag.index.base import DocumentChunks, IndexedChunk, IndexQuery, IndexStats, check_metadata_keys
 from hanrag.index.fusion import FloatArray, fuse, top_k_indices
 
 BoolArray = npt.NDArray[np.bool_]
@@ -552,14 +552,8 @@ class LocalIndex:
             codes = [self._doc_code[d] for d in filters.document_ids if d in self._doc_code]
             mask &= np.isin(rows.doc_codes[:size], np.asarray(codes, dtype=np.int32))
         if filters.metadata:
-            known = self._metadata_keys_of(readable)
+            check_metadata_keys(filters.metadata, self._metadata_keys_of(readable))
             for key, value in filters.metadata.items():
-                if key not in known:
-                    raise InvalidInputError(
-                        f"unknown metadata field {key!r} (known: {', '.join(sorted(known)) or 'none'})",
-                        code="unknown_filter_field",
-                        field=f"metadata.{key}",
-                    )
                 codes = [code for code, meta in enumerate(self._doc_meta) if meta.get(key) == value]
                 mask &= np.isin(rows.doc_codes[:size], np.asarray(codes, dtype=np.int32))
         return mask

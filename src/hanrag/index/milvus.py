@@ -41,8 +41,8 @@ import numpy as np
 
 from hanrag.domain import Chunk, Hit, SearchFilters
 from hanrag.embed.base import Vectors
-from hanrag.errors import BackendError, ConfigError, InvalidInputError
-from hanrag.index.base import DocumentChunks, IndexedChunk, IndexQuery, IndexStats
+from hanrag.errors import BackendError, ConfigError
+from hanrag.index.base import DocumentChunks, IndexedChunk, IndexQuery, IndexStats, check_metadata_keys
 from hanrag.index.fusion import FloatArray, fuse, top_k_indices
 
 COLLECTION = "hanrag_chunks"
@@ -387,14 +387,7 @@ class MilvusIndex:
             parts.append(f"date <= {int(filters.date_to)}")
         document_ids = filters.document_ids
         if filters.metadata:
-            known = self.metadata_keys(filters.principals)
-            for key in filters.metadata:
-                if key not in known:
-                    raise InvalidInputError(
-                        f"unknown metadata field {key!r} (known: {', '.join(sorted(known)) or 'none'})",
-                        code="unknown_filter_field",
-                        field=f"metadata.{key}",
-                    )
+            check_metadata_keys(filters.metadata, self.metadata_keys(filters.principals))
             if self._metadata_lookup is None:
                 raise ConfigError("metadata filters need the catalog lookup", code="unsupported_filter")
             matching = self._metadata_lookup(filters.metadata)

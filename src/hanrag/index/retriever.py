@@ -11,8 +11,9 @@ import calendar
 import math
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import MAXYEAR, MINYEAR, datetime
 
+from hanrag.cancellation import raise_if_cancelled
 from hanrag.domain import SearchFilters, SearchResult, from_epoch, to_epoch
 from hanrag.embed.manager import CachingEmbedder
 from hanrag.errors import InvalidInputError
@@ -26,6 +27,11 @@ FUSION_METHODS = ("weighted", "rrf")
 def add_months(moment: datetime, months: int) -> datetime:
     month_index = moment.month - 1 + months
     year = moment.year + month_index // 12
+    # Widening a range at the ends of the calendar stops there (no year 0 or 10000).
+    if year < MINYEAR:
+        return moment.replace(year=MINYEAR, month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    if year > MAXYEAR:
+        return moment.replace(year=MAXYEAR, month=12, day=31, hour=23, minute=59, second=59, microsecond=0)
     month = month_index % 12 + 1
     day = min(moment.day, calendar.monthrange(year, month)[1])
     return moment.replace(year=year, month=month, day=day)
@@ -109,8 +115,10 @@ class Retriever:
         signal_weights = self.weights(weights)
         filters, widened = self._widen(filters or SearchFilters())
         analysed = time.perf_counter()
+        raise_if_cancelled()  # a request that timed out starts no more work
         vector = self.embedder.embed_query(text) if signal_weights["dense"] > 0 else None
         embedded = time.perf_counter()
+        raise_if_cancelled()
         hits = self.index.search(
             IndexQuery(
                 vector=vector,

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hanrag.domain import SearchFilters
-from hanrag.errors import BackendError, HanragError, InvalidInputError, NotFoundError, ParseError
+from hanrag.errors import (
+    BackendError,
+    ForbiddenError,
+    HanragError,
+    InvalidInputError,
+    NotFoundError,
+    ParseError,
+)
 from hanrag.jobs.base import FINAL_STATES, JobRecord, JobStore, now_iso
 from hanrag.jobs.callbacks import deliver
 
@@ -30,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hanrag.jobs")
 
-_PERMANENT = (InvalidInputError, NotFoundError, ParseError)
+_PERMANENT = (InvalidInputError, NotFoundError, ParseError, ForbiddenError)
 # A file the pipeline reports failed for one of these reasons failed because a backend was
 # down, not because of the file: the attempt is retried (from that file) like any transient error.
 _TRANSIENT_FILE_CODES = frozenset(
@@ -115,16 +122,15 @@ async def _send_callback(engine: Engine, store: JobStore, record: JobRecord) -> 
             "message": message,
             "data": {"job_id": record.id, "state": record.state, "error": record.error},
         }
-    settings = engine.settings.jobs
+    # The destination is checked again (and pinned) at delivery; the configured headers go
+    # only to jobs.callback_header_hosts, the caller's own headers to its own URL.
     report = await deliver(
         record.callback_url,
         payload,
         job_id=record.id,
         secret=await asyncio.to_thread(callback_secret, engine),
-        headers={**settings.callback_headers, **record.callback_headers},
-        attempts=settings.callback_attempts,
-        timeout_s=settings.callback_timeout_s,
-        backoff_s=settings.callback_backoff_s,
+        headers=record.callback_headers,
+        settings=engine.settings.jobs,
     )
     # The caller's callback credentials are kept no longer than needed: once delivery has
     # ended (delivered or given up) they are dropped from the stored record.
@@ -182,11 +188,13 @@ async def _until_cancelled(
 async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[str, Any] | _Paused | None:
     """Files one by one with progress; pause and cancel are honoured between files
     (``None``: cancelled; :data:`PAUSED`: the attempt ended paused)."""
-    from hanrag.ingest.pipeline import discover, validate_acl
+    from hanrag.auth.access import check_grant
+    from hanrag.ingest.pipeline import discover
 
     payload = record.payload
     pipeline = engine.pipeline
-    acl = validate_acl(payload["acl"]) if payload.get("acl") else None
+    principals = record.principals
+    acl = check_grant(principals, payload["acl"]) if payload.get("acl") else None
     upload_dir = Path(payload["upload_dir"]) if payload.get("upload_dir") else None
     if upload_dir is not None:
         files: list[Path] = (
@@ -205,6 +213,17 @@ async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[st
                 engine.settings.ingest.acl_file_name,
             ],
         )
+        if principals is not None:
+            # Files the caller may not read are neither ingested nor reported: a named one
+            # is told like a missing one, and the totals count only what they may read.
+            def permitted(paths: list[Path]) -> list[Path]:
+                return [p for p in paths if pipeline.permitted(p, principals)]
+
+            all_files = files
+            files = await asyncio.to_thread(permitted, all_files)
+            skipped = await asyncio.to_thread(permitted, skipped)
+            named = {Path(p).expanduser().resolve() for p in payload["paths"]}
+            missing += [p for p in all_files if p.resolve() in named and p not in files]
     if missing and not files:
         raise InvalidInputError(
             f"no such file or directory: {', '.join(str(m) for m in missing)}", field="paths"
@@ -237,11 +256,14 @@ async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[st
             return None
         if upload_dir is not None:
             data = await asyncio.to_thread(path.read_bytes)
+            name = payload.get("names", {}).get(path.name, path.name)
             outcome = await asyncio.to_thread(
-                engine.ingest_upload, data, path.name, acl=acl, owner=record.principal
+                engine.ingest_upload, data, name, acl=acl, owner=record.principal, principals=principals
             )
         else:
-            outcome = await asyncio.to_thread(pipeline.ingest_file, path, acl=acl, known=known)
+            outcome = await asyncio.to_thread(
+                pipeline.ingest_file, path, acl=acl, known=known, principals=principals
+            )
         if outcome.status == "failed" and outcome.error_code in _TRANSIENT_FILE_CODES:
             raise BackendError(outcome.error or "a backend failed", code=outcome.error_code)
         processed_now += 1

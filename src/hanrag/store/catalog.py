@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from hanrag.auth.access import may_read
 from hanrag.store.db import create_schema, session_factory
 from hanrag.store.models import DocumentRow, utcnow
 
@@ -23,22 +24,32 @@ class Catalog:
         with self._sessions() as session:
             return session.get(DocumentRow, document_id)
 
-    def find(self, key: str) -> DocumentRow | None:
-        """By document id, exact source path, or a file name that only one source ends with."""
+    def find(self, key: str, principals: list[str] | None = None) -> DocumentRow | None:
+        """By document id, exact source path, or a file name that only one source ends with,
+        among the documents a caller with ``principals`` may read (None: all).
+
+        The same queries run whatever exists, and documents the caller may not read are
+        dropped before the choice: a hidden document neither answers faster than a
+        missing one nor changes which visible document a file name resolves to.
+        """
         with self._sessions() as session:
-            row = session.get(DocumentRow, key)
-            if row is None:
-                row = session.scalars(select(DocumentRow).where(DocumentRow.source == key)).first()
-            if row is None and key and "/" not in key:
-                matches = list(
+            by_id = session.get(DocumentRow, key)
+            by_source = session.scalars(select(DocumentRow).where(DocumentRow.source == key).limit(2)).all()
+            by_name: list[DocumentRow] = []
+            if key and "/" not in key:
+                by_name = list(
                     session.scalars(
-                        select(DocumentRow)
-                        .where(DocumentRow.source.endswith("/" + key, autoescape=True))
-                        .limit(2)
+                        select(DocumentRow).where(DocumentRow.source.endswith("/" + key, autoescape=True))
                     )
                 )
-                row = matches[0] if len(matches) == 1 else None
-            return row
+        by_id = by_id if by_id is not None and may_read(principals, by_id.acl) else None
+        visible_source = [row for row in by_source if may_read(principals, row.acl)]
+        visible_name = [row for row in by_name if may_read(principals, row.acl)]
+        if by_id is not None:
+            return by_id
+        if visible_source:
+            return visible_source[0]
+        return visible_name[0] if len(visible_name) == 1 else None
 
     def list_documents(
         self,

@@ -127,6 +127,8 @@ class UserRow(Base):
     # admin | editor | viewer
     role: Mapped[str] = mapped_column(String(16), nullable=False, default="viewer")
     disabled: Mapped[bool] = mapped_column(default=False, nullable=False)
+    # Raised by a password reset: access tokens carrying an older version are refused.
+    token_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 

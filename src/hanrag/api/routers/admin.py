@@ -167,6 +167,10 @@ async def set_acl(
 
     row = await asyncio.to_thread(_visible_or_404, request, document_id)
     updated = await asyncio.to_thread(
-        get_engine(request).set_document_acl, row.id, body.acl, actor=actor.username
+        get_engine(request).set_document_acl,
+        row.id,
+        body.acl,
+        actor=actor.username,
+        principals=actor.principals,
     )
     return updated.as_dict()

@@ -12,8 +12,8 @@ from hanrag.api import metrics
 from hanrag.api.auth import require
 from hanrag.api.deps import caller_name, caller_principals, get_engine, with_timeout
 from hanrag.api.schemas import DocumentOut, DocumentPage, IngestOutcomeOut
+from hanrag.auth.access import may_read
 from hanrag.auth.service import Identity
-from hanrag.engine import document_not_found
 from hanrag.errors import InvalidInputError
 from hanrag.store.models import DocumentRow
 
@@ -23,16 +23,10 @@ MAX_OFFSET = 1_000_000_000
 router = APIRouter(tags=["documents"])
 
 
-def _visible(row: DocumentRow, principals: list[str] | None) -> bool:
-    return principals is None or bool(set(row.acl or []) & set(principals))
-
-
 def _visible_or_404(request: Request, key: str) -> DocumentRow:
-    row = get_engine(request).get_document(key)
-    if not _visible(row, caller_principals(request)):
-        # Same answer as for a missing document: existence is not disclosed.
-        raise document_not_found(key)
-    return row
+    """The document, looked up among those the caller may read: a hidden one is answered
+    exactly like a missing one (see :meth:`Catalog.find`)."""
+    return get_engine(request).get_document(key, caller_principals(request))
 
 
 @router.post(
@@ -76,12 +70,15 @@ async def upload_document(
             acl=acl or None,
             metadata=meta,
             owner=caller_name(request),
+            principals=caller_principals(request),
         ),
     )
     metrics.INGESTED_DOCUMENTS.labels(outcome.status).inc()
     if outcome.status == "failed":
-        from hanrag.errors import ParseError
+        from hanrag.errors import ForbiddenError, ParseError
 
+        if outcome.error_code == "not_permitted":
+            raise ForbiddenError(outcome.error or "not permitted", code="not_permitted", field="file")
         raise ParseError(
             outcome.error or "the file could not be ingested", code=outcome.error_code or "parse_error"
         )
@@ -106,7 +103,7 @@ async def list_documents(
             visible = [
                 r
                 for r in engine.catalog.list_documents(offset=0, limit=10**9, status=status)
-                if _visible(r, principals)
+                if may_read(principals, r.acl)
             ]
             rows, total = visible[offset : offset + limit], len(visible)
         return {"items": [r.as_dict() for r in rows], "total": total, "offset": offset, "limit": limit}

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hanrag.api import metrics
 from hanrag.api.deps import get_engine
 from hanrag.api.problems import problem
+from hanrag.api.storage import monitor_of
 
 router = APIRouter(tags=["health"])
 
@@ -32,11 +33,22 @@ async def readyz(request: Request) -> Response:
         engine.shared_embedder.load()
         checks["embedder"] = "ok"
 
+    monitor, settings = monitor_of(request.app), request.app.state.settings
+
+    def storage() -> str | None:
+        return monitor.problem(settings)
+
     try:
         await asyncio.to_thread(probe)
     except Exception as exc:
         return problem(
             503, "not_ready", f"not ready: {type(exc).__name__}", request=request, extra={"checks": checks}
+        )
+    low = await asyncio.to_thread(storage)
+    if low is not None:
+        checks["storage"] = low
+        return problem(
+            503, "not_ready", f"not ready: storage: {low}", request=request, extra={"checks": checks}
         )
     from fastapi.responses import JSONResponse
 

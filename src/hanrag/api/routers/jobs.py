@@ -27,9 +27,13 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from hanrag.api.auth import identity_of, require
 from hanrag.api.deps import get_engine
 from hanrag.api.schemas import FiltersIn
-from hanrag.auth.service import ForbiddenError, Identity
-from hanrag.errors import HanragError, NotFoundError
+from hanrag.auth.access import check_grant
+from hanrag.auth.service import Identity
+from hanrag.domain import SearchFilters
+from hanrag.engine import stored_file_name, upload_file_name
+from hanrag.errors import ForbiddenError, HanragError, InvalidInputError, NotFoundError
 from hanrag.jobs.base import JobQueue, JobRecord
+from hanrag.jobs.callbacks import check_callback
 from hanrag.jobs.control import apply_control
 from hanrag.jobs.runner import UPLOAD_BATCHES, discard_upload_batch
 
@@ -114,18 +118,91 @@ def _owned(request: Request, record: JobRecord | None, job_id: str) -> JobRecord
     return record
 
 
-@router.post("/jobs/ask", status_code=202, summary="Queue a question; the answer is POSTed to callback_url")
+def _documented_body(model: type[BaseModel], *, multipart: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (to answer in the
+    envelope): documented for clients and for the schema-driven fuzz run (bench/fuzz_api.py)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(dict(definitions[node["$ref"].rsplit("/", 1)[1]]))
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    content: dict[str, Any] = {"application/json": {"schema": inline(schema)}}
+    if multipart is not None:
+        content["multipart/form-data"] = {"schema": multipart}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_UPLOAD_FORM = {
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "acl": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+@router.post(
+    "/jobs/ask",
+    status_code=202,
+    summary="Queue a question; the answer is POSTed to callback_url",
+    openapi_extra=_documented_body(AskJobIn),
+)
 @_enveloped
 async def ask_job(request: Request) -> Any:
     body = await _json_body(request, AskJobIn)
     if isinstance(body, JSONResponse):
         return body
     assert isinstance(body, AskJobIn)
+    # The checks a synchronous ask runs first, now: a job is refused at submit time for
+    # the same reasons (and codes) as the same question asked directly.
+    identity = identity_of(request)
+    filters = (
+        body.filters.to_filters(identity.principals)
+        if body.filters
+        else SearchFilters(principals=identity.principals)
+    )
+    await asyncio.to_thread(
+        get_engine(request).answers.check_request,
+        body.question,
+        session_id=body.session_id,
+        principal=identity.username if identity.via != "none" else None,
+        filters=filters,
+    )
     return await _accept(request, "ask", body)
 
 
+def server_path(raw: str, roots: list[Path]) -> Path:
+    """A server-side path a job may read: under a configured root, or a 4xx naming it."""
+    if "\x00" in raw or not raw.strip():
+        raise InvalidInputError("a path is empty or contains a NUL byte", code="invalid_path", field="paths")
+    try:
+        path = Path(raw).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(
+            f"{raw[:200]}: not a usable path", code="invalid_path", field="paths"
+        ) from exc
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        raise ForbiddenError(
+            f"{raw[:200]}: not under a configured server root (ingest.server_roots)",
+            code="path_not_allowed",
+            field="paths",
+        )
+    return path
+
+
 @router.post(
-    "/ingest", status_code=202, summary="Queue an ingestion of server-side paths (JSON) or uploaded files"
+    "/ingest",
+    status_code=202,
+    summary="Queue an ingestion of server-side paths (JSON) or uploaded files",
+    openapi_extra=_documented_body(IngestJobIn, multipart=_UPLOAD_FORM),
 )
 @_enveloped
 async def ingest_job(request: Request, _editor: Annotated[Identity, require("editor")]) -> Any:
@@ -140,17 +217,19 @@ async def ingest_job(request: Request, _editor: Annotated[Identity, require("edi
     assert isinstance(body, IngestJobIn)
     roots = [root.resolve() for root in engine.settings.ingest.server_roots]
     for raw in body.paths:
-        path = Path(raw).expanduser().resolve()
-        if not any(path == root or path.is_relative_to(root) for root in roots):
-            raise ForbiddenError(
-                f"{raw}: not under a configured server root (ingest.server_roots)", code="path_not_allowed"
-            )
+        server_path(raw, roots)
+    if body.acl is not None:
+        body.acl = check_grant(identity.principals, body.acl)
     return await _accept(request, "ingest", body)
 
 
 async def _accept(request: Request, kind: str, body: AskJobIn | IngestJobIn) -> JSONResponse:
     """Queue a job for the caller and answer 202 with its id."""
     identity = identity_of(request)
+    callback_url = str(body.callback_url) if body.callback_url else None
+    # A refused callback destination or header is a 400 now, not a failed delivery later.
+    jobs = get_engine(request).settings.jobs
+    await asyncio.to_thread(check_callback, callback_url, body.callback_headers, jobs)
     record = JobRecord(
         kind=kind,
         payload=body.model_dump(mode="json", exclude={"callback_url", "callback_headers"}),
@@ -170,22 +249,28 @@ async def _ingest_uploads(request: Request, identity: Identity) -> Any:
     if not files:
         return envelope(400, "no files: send them as the multipart field 'files'")
     acl = [str(a) for a in form.getlist("acl")] or None
+    if acl is not None:
+        acl = check_grant(identity.principals, acl)
+    names = [upload_file_name(upload.filename or "upload") for upload in files]
     job_id = uuid.uuid4().hex
     batch = engine.settings.data_dir / UPLOAD_BATCHES / job_id
     batch.mkdir(parents=True, exist_ok=True)
     try:
-        for upload in files:
-            name = Path(upload.filename or "upload").name or "upload"
-            (batch / name).write_bytes(await upload.read())
+        # Staged under names the filesystem takes; the uploaded names travel in the payload.
+        stored_names: dict[str, str] = {}
+        for upload, name in zip(files, names, strict=True):
+            stored = stored_file_name(name)
+            stored_names[stored] = name
+            (batch / stored).write_bytes(await upload.read())
         record = JobRecord(
             kind="ingest",
-            payload={"upload_dir": str(batch), "acl": acl},
+            payload={"upload_dir": str(batch), "acl": acl, "names": stored_names},
             id=job_id,
             principal=identity.username if identity.via != "none" else None,
             principals=identity.principals,
         )
         record = await queue_of(request).enqueue(record)
-    except HanragError:
+    except (HanragError, OSError):
         shutil.rmtree(batch, ignore_errors=True)
         raise
     return envelope(202, "accepted", {"job_id": record.id, "state": record.state, "files": len(files)})

@@ -8,11 +8,13 @@ legacy shapes (not problem+json), because that is what those clients parse.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hanrag.answer.engine import AnswerEvent, AskOptions
 from hanrag.api.auth import identity_of
-from hanrag.api.deps import caller_name, caller_principals, get_engine, observe_done, tracked_stream
+from hanrag.api.deps import (
+    caller_name,
+    caller_principals,
+    get_engine,
+    observe_done,
+    tracked_stream,
+    with_timeout,
+)
+from hanrag.api.problems import stream_error
 from hanrag.api.schemas import FlexibleDateTime
 from hanrag.domain import SearchFilters
+from hanrag.errors import HanragError, RequestTimeoutError
 
 log = logging.getLogger("hanrag.legacy")
 router = APIRouter(tags=["legacy"])
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# Session ids are at most this long in the catalog; longer page ids are stored by digest.
+ROOM_ID_MAX = 64
 PUSH_RETRIES = 4
 
 
@@ -110,40 +123,79 @@ async def _parse(request: Request) -> LegacyQuery | JSONResponse:
         return _legacy_error(f"잘못된 요청입니다: {fields}", 400, qry_id if isinstance(qry_id, str) else None)
 
 
-def _acting_identity(request: Request, query: LegacyQuery) -> tuple[str | None, list[str] | None]:
-    """(principal, readable principals) of the request.
+@dataclass(frozen=True, slots=True)
+class _Acting:
+    """Who a legacy request acts as: the principal its turns and audit rows name, the
+    principals whose documents it may read (None: unrestricted), and the stored session
+    of its page (see :func:`_room_id`)."""
 
-    A trusted service key (``can_delegate``) acts for the end user named in
-    ``user_id``; anyone else acts as themselves, whatever ``user_id`` says.
-    """
+    principal: str | None
+    principals: list[str] | None
+    room: str
+
+
+def _acting_identity(request: Request, query: LegacyQuery, page_id: str) -> _Acting:
+    """A trusted service key (``can_delegate``) acts for the end user named in ``user_id``,
+    within the key's own principals (see :meth:`AuthService.act_for`), and each delegated
+    request is audited; anyone else acts as themselves, whatever ``user_id`` says."""
     identity = identity_of(request)
+    room = _room_id(request, page_id)
     if identity.can_delegate and query.user_id:
-        delegated = get_engine(request).auth.identity_for(query.user_id)
-        return delegated.username, delegated.principals
-    return caller_name(request), caller_principals(request)
+        engine = get_engine(request)
+        delegated = engine.auth.act_for(identity, query.user_id)
+        engine.audit.record(
+            identity.username,
+            "delegate",
+            target=f"user:{delegated.username}",
+            detail={"api_key_id": identity.api_key_id, "route": request.url.path},
+        )
+        return _Acting(delegated.username, delegated.principals, room)
+    return _Acting(caller_name(request), caller_principals(request), room)
 
 
-def _may_read_page(request: Request, owner: str | None) -> bool:
-    identity = identity_of(request)
-    return owner is None or identity.principals is None or identity.can_delegate or owner == identity.username
+async def _acting(request: Request, query: LegacyQuery, page_id: str) -> _Acting | JSONResponse:
+    """The acting identity, settled before any response starts (a stream that has begun
+    cannot turn into an error object)."""
+    try:
+        return await asyncio.to_thread(_acting_identity, request, query, page_id)
+    except HanragError as exc:
+        return _legacy_error(exc.message, exc.http_status, query.qry_id)
+
+
+def _room_id(request: Request, page_id: str) -> str:
+    """The stored session of a client's ``page_id`` (called in a worker thread).
+
+    Each authenticated caller names rooms in a namespace of their own: another caller's
+    page id is simply a different room, so page ids can be neither probed nor claimed
+    ahead of their owner. A session the caller already owns under that very id (one of
+    their native sessions, or a room from before namespaces) is used as it is. Without
+    authentication (one implicit user) the page id is the session id, as before.
+    """
+    owner = caller_name(request)
+    if len(page_id) <= ROOM_ID_MAX and (
+        owner is None or get_engine(request).sessions.owner(page_id) == owner
+    ):
+        return page_id
+    digest = hashlib.sha256(f"{owner or ''}\x00{page_id}".encode()).hexdigest()[:40]
+    return f"lg_{digest}"
 
 
 def _readable_messages(request: Request, page_id: str) -> list[Any]:
-    """The page's messages, or none when it does not exist or belongs to someone else."""
+    """The page's messages in the caller's namespace (none when there is no such room)."""
     sessions = get_engine(request).sessions
-    if not sessions.exists(page_id) or not _may_read_page(request, sessions.owner(page_id)):
+    room = _room_id(request, page_id)
+    if not sessions.exists(room):
         return []
-    return list(sessions.messages(page_id))
+    return list(sessions.messages(room))
 
 
-def _events(request: Request, query: LegacyQuery, page_id: str) -> AsyncIterator[AnswerEvent]:
-    principal, principals = _acting_identity(request, query)
+def _events(query: LegacyQuery, request: Request, acting: _Acting) -> AsyncIterator[AnswerEvent]:
     return get_engine(request).ask(
         query.qry_contents,
-        session_id=page_id,
-        principal=principal,
-        principals=principals,
-        filters=SearchFilters(principals=principals) if principals is not None else None,
+        session_id=acting.room,
+        principal=acting.principal,
+        principals=acting.principals,
+        filters=SearchFilters(principals=acting.principals) if acting.principals is not None else None,
         options=AskOptions(rag=query.rag, create_missing_session=True),
     )
 
@@ -157,20 +209,29 @@ async def legacy_query(request: Request) -> Any:
     query = await _parse(request)
     if isinstance(query, JSONResponse):
         return query
-    page_id = query.page_id or uuid.uuid4().hex
-    references: list[dict[str, Any]] = []
-    async for event in _events(request, query, page_id):
-        if event.type == "references":
-            references = event.data["references"]
-        elif event.type == "error":
-            status = event.exception.http_status if event.exception else 500
-            return _legacy_error(event.data["message"], status if status < 500 else 500, query.qry_id)
-        elif event.type == "done":
-            observe_done(event.data)
-            data_list = [retrieval_item(_label(request), references)] if references else []
-            data_list.append(answer_item(event.data["answer"]))
-            return JSONResponse(envelope(query.qry_id, data_list))
-    return _legacy_error("답변을 만들지 못했습니다.", 500, query.qry_id)
+    acting = await _acting(request, query, query.page_id or uuid.uuid4().hex)
+    if isinstance(acting, JSONResponse):
+        return acting
+
+    async def answer() -> JSONResponse:
+        references: list[dict[str, Any]] = []
+        async for event in _events(query, request, acting):
+            if event.type == "references":
+                references = event.data["references"]
+            elif event.type == "error":
+                status = event.exception.http_status if event.exception else 500
+                return _legacy_error(event.data["message"], status if status < 500 else 500, query.qry_id)
+            elif event.type == "done":
+                observe_done(event.data)
+                data_list = [retrieval_item(_label(request), references)] if references else []
+                data_list.append(answer_item(event.data["answer"]))
+                return JSONResponse(envelope(query.qry_id, data_list))
+        return _legacy_error("답변을 만들지 못했습니다.", 500, query.qry_id)
+
+    try:
+        return await with_timeout(request, answer())
+    except RequestTimeoutError as exc:  # the answer was cancelled; 504 in the legacy object
+        return _legacy_error(exc.message, exc.http_status, query.qry_id)
 
 
 def _reference_event(label: str, references: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,23 +250,28 @@ async def legacy_query_stream(request: Request) -> Any:
     query = await _parse(request)
     if isinstance(query, JSONResponse):
         return query
-    page_id = query.page_id or uuid.uuid4().hex
+    acting = await _acting(request, query, query.page_id or uuid.uuid4().hex)
+    if isinstance(acting, JSONResponse):
+        return acting
     label = _label(request)
 
     def line(payload: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
     async def stream() -> AsyncIterator[bytes]:
-        async for event in _events(request, query, page_id):
-            if event.type == "references" and event.data["references"]:
-                yield line(_reference_event(label, event.data["references"]))
-            elif event.type == "delta":
-                yield line({"type": "answer", "answer": event.data["text"]})
-            elif event.type == "error":
-                yield line({"type": "error", "message": event.data["message"]})
-                return
-            elif event.type == "done":
-                observe_done(event.data)
+        try:
+            async for event in _events(query, request, acting):
+                if event.type == "references" and event.data["references"]:
+                    yield line(_reference_event(label, event.data["references"]))
+                elif event.type == "delta":
+                    yield line({"type": "answer", "answer": event.data["text"]})
+                elif event.type == "error":
+                    yield line({"type": "error", "message": event.data["message"]})
+                    return
+                elif event.type == "done":
+                    observe_done(event.data)
+        except Exception as exc:  # e.g. a full disk while storing the turn: said, not cut off
+            yield line({"type": "error", "message": stream_error(request, exc).message})
 
     return StreamingResponse(tracked_stream(stream()), media_type="text/event-stream")
 
@@ -279,10 +345,12 @@ async def legacy_query_push(request: Request) -> Any:
         return _legacy_error(
             "응답을 보낼 주소(legacy_response_url)가 설정되지 않았습니다.", 500, query.qry_id
         )
-    page_id = query.page_id or uuid.uuid4().hex
+    acting = await _acting(request, query, query.page_id or uuid.uuid4().hex)
+    if isinstance(acting, JSONResponse):
+        return acting
     task = asyncio.create_task(
         _push(
-            _events(request, query, page_id),
+            _events(query, request, acting),
             url,
             query.qry_id,
             _label(request),

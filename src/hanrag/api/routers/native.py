@@ -21,6 +21,7 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
+from hanrag.api.problems import stream_error
 from hanrag.api.schemas import AskIn, AskOut, SearchIn, SearchOut
 from hanrag.errors import HanragError
 
@@ -42,13 +43,20 @@ def _events(request: Request, body: AskIn) -> AsyncIterator[AnswerEvent]:
     )
 
 
-async def _sse_body(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[bytes]:
-    async for event in events:
-        if event.type == "done":
-            observe_done(event.data)
-        elif event.type == "error":
-            metrics.ANSWER_ERRORS.labels(event.data["code"]).inc()
-        yield sse(event.type, event.data)
+async def _sse_body(request: Request, events: AsyncIterator[AnswerEvent]) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            if event.type == "done":
+                observe_done(event.data)
+            elif event.type == "error":
+                metrics.ANSWER_ERRORS.labels(event.data["code"]).inc()
+            yield sse(event.type, event.data)
+    except Exception as exc:
+        # The response has started: what went wrong (a full disk while storing the turn...)
+        # is the stream's last event, not a cut connection.
+        error = stream_error(request, exc)
+        metrics.ANSWER_ERRORS.labels(error.code).inc()
+        yield sse("error", {"code": error.code, "message": error.message})
 
 
 async def _collect(events: AsyncIterator[AnswerEvent]) -> dict[str, Any]:
@@ -75,12 +83,18 @@ async def _collect(events: AsyncIterator[AnswerEvent]) -> dict[str, Any]:
 )
 async def ask(body: AskIn, request: Request) -> Any:
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
-    events = await primed(_events(request, body))
     if wants_stream:
+        # Up to the first event (session, planning, retrieval) within the request timeout;
+        # the stream itself is bounded by the generator's timeouts.
+        events = await with_timeout(request, primed(_events(request, body)))
         return StreamingResponse(
-            tracked_stream(_sse_body(events)), media_type="text/event-stream", headers=_SSE_HEADERS
+            tracked_stream(_sse_body(request, events)), media_type="text/event-stream", headers=_SSE_HEADERS
         )
-    result = await with_timeout(request, _collect(events))
+
+    async def answer() -> dict[str, Any]:
+        return await _collect(await primed(_events(request, body)))
+
+    result = await with_timeout(request, answer())
     return JSONResponse(AskOut.model_validate(result).model_dump(mode="json"))
 
 

@@ -28,6 +28,7 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
+from hanrag.api.problems import stream_error
 from hanrag.errors import HanragError, InvalidInputError
 from hanrag.llm.base import Turn
 
@@ -116,11 +117,11 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
     model = body.model or settings.api.model_name
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    events = await primed(_events(request, body))
-
     if not body.stream:
 
         async def collect() -> dict[str, Any]:
+            # Up to the answer's end within the request timeout, retrieval included.
+            events = await primed(_events(request, body))
             async for event in events:
                 if event.type == "error":
                     raise event.exception or HanragError(event.data["message"], code=event.data["code"])
@@ -163,22 +164,32 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
         }
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
+    def error_chunk(message: str, code: str) -> bytes:
+        import json
+
+        error = {"message": message, "type": "server_error", "code": code}
+        return f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n".encode()
+
+    events = await with_timeout(request, primed(_events(request, body)))
+
     async def stream() -> AsyncIterator[bytes]:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in events:
-            if event.type == "delta":
-                yield chunk({"content": event.data["text"]})
-            elif event.type == "error":
-                import json
-
-                error = {"message": event.data["message"], "type": "server_error", "code": event.data["code"]}
-                yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n".encode()
-                return
-            elif event.type == "done":
-                observe_done(event.data)
-                if settings.api.openai_footnotes and event.data["citations"]:
-                    yield chunk({"content": _footnotes(event.data["citations"])})
-                yield chunk({}, "stop", sources=event.data["citations"])
+        try:
+            async for event in events:
+                if event.type == "delta":
+                    yield chunk({"content": event.data["text"]})
+                elif event.type == "error":
+                    yield error_chunk(event.data["message"], event.data["code"])
+                    return
+                elif event.type == "done":
+                    observe_done(event.data)
+                    if settings.api.openai_footnotes and event.data["citations"]:
+                        yield chunk({"content": _footnotes(event.data["citations"])})
+                    yield chunk({}, "stop", sources=event.data["citations"])
+        except Exception as exc:  # e.g. a full disk: said in the stream, not a cut connection
+            error = stream_error(request, exc)
+            yield error_chunk(error.message, error.code)
+            return
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(tracked_stream(stream()), media_type="text/event-stream")

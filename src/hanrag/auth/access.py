@@ -1,0 +1,135 @@
+"""Who may read, grant and replace what: the one place the access rules live.
+
+A caller is described by the principals whose documents they may read
+(``public``, ``user:NAME``, ``group:NAME``), or ``None`` for an unrestricted
+caller (administrators, auth mode ``none`` and the CLI). Every rule here is a
+pure function of those principals and a document's ACL, so the routers, the
+ingestion pipeline, the job runner and the engine all apply the same rule.
+
+Names (of users, groups and the principals in ACLs) follow one rule too:
+NFKC-normalised (so a full-width ``ａ`` typed by an IME is the ASCII ``a``),
+lower-cased, 1-100 letters or digits of any script plus ``. _ - @``. Anything
+else — zero-width or control characters, NUL, commas, spaces — is refused
+instead of being stored as a principal nobody can ever hold.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+from hanrag.domain import PUBLIC
+from hanrag.errors import ForbiddenError, InvalidInputError
+
+NAME_MAX_CHARS = 100
+# Letters and digits of any script (group names such as "영업" appear in ACLs built from
+# metadata, e.g. ``ingest.acl_from_metadata``), plus these separators.
+NAME_PUNCTUATION = frozenset("._-@")
+# More principals than this in one ACL is a mistake (or an attack on the ACL bitmaps).
+ACL_MAX_ENTRIES = 1000
+PRINCIPAL_KINDS = ("user", "group")
+
+
+def check_name(value: str, what: str) -> str:
+    """A user or group name in its stored form, or ``invalid_<what>``."""
+    name = unicodedata.normalize("NFKC", value).strip().lower() if isinstance(value, str) else ""
+    if (
+        not name
+        or len(name) > NAME_MAX_CHARS
+        or not all(ch.isalnum() or ch in NAME_PUNCTUATION for ch in name)
+    ):
+        shown = value if isinstance(value, str) and len(value) <= 120 else f"{str(value)[:120]}…"
+        raise InvalidInputError(
+            f"invalid {what} {shown!r}: use 1-{NAME_MAX_CHARS} letters, digits, '.', '_', '-', '@'",
+            code=f"invalid_{what}",
+            field=what,
+        )
+    return name
+
+
+def validate_acl(acl: Iterable[str], *, field: str = "acl") -> list[str]:
+    """An ACL in its stored form: ``public``, ``user:NAME`` or ``group:NAME`` entries,
+    de-duplicated, in order; ``invalid_acl`` naming the bad entry otherwise."""
+    cleaned: list[str] = []
+    for raw in acl:
+        if not isinstance(raw, str):
+            raise InvalidInputError(
+                "ACL entries are strings: 'public', 'user:NAME' or 'group:NAME'",
+                code="invalid_acl",
+                field=field,
+            )
+        entry = unicodedata.normalize("NFKC", raw).strip()
+        if entry.lower() == PUBLIC:
+            principal = PUBLIC
+        else:
+            kind, sep, name = entry.partition(":")
+            kind = kind.strip().lower()
+            if not sep or kind not in PRINCIPAL_KINDS:
+                raise _bad_entry(raw, field)
+            try:
+                principal = f"{kind}:{check_name(name, kind)}"
+            except InvalidInputError:
+                raise _bad_entry(raw, field) from None
+        if principal not in cleaned:
+            cleaned.append(principal)
+        if len(cleaned) > ACL_MAX_ENTRIES:
+            raise InvalidInputError(
+                f"an ACL has at most {ACL_MAX_ENTRIES} principals", code="invalid_acl", field=field
+            )
+    if not cleaned:
+        raise InvalidInputError(
+            "the ACL is empty: give at least one principal", code="invalid_acl", field=field
+        )
+    return cleaned
+
+
+def _bad_entry(raw: str, field: str) -> InvalidInputError:
+    shown = raw if len(raw) <= 120 else f"{raw[:120]}…"
+    return InvalidInputError(
+        f"invalid ACL entry {shown!r}: use 'public', 'user:NAME' or 'group:NAME' "
+        f"(NAME: 1-{NAME_MAX_CHARS} letters, digits, '.', '_', '-', '@')",
+        code="invalid_acl",
+        field=field,
+    )
+
+
+def may_read(principals: Iterable[str] | None, acl: Iterable[str] | None) -> bool:
+    """Whether a caller with these principals may read a document with this ACL."""
+    if principals is None:
+        return True
+    return not set(principals).isdisjoint(acl or ())
+
+
+def check_grant(principals: Iterable[str] | None, acl: list[str], *, field: str = "acl") -> list[str]:
+    """The validated ACL a caller asks to give a document. An unrestricted caller
+    (administrator) may grant anything; anyone else only principals they hold
+    themselves, so an editor cannot open a document to, or hand it over to, others."""
+    cleaned = validate_acl(acl, field=field)
+    if principals is not None:
+        held = set(principals)
+        foreign = [p for p in cleaned if p not in held]
+        if foreign:
+            raise ForbiddenError(
+                f"you may only grant principals you hold; not {', '.join(foreign[:5])}",
+                code="acl_not_permitted",
+                field=field,
+            )
+    return cleaned
+
+
+def scope_principals(
+    caller: list[str] | None, target: list[str] | None, *, caller_is_admin: bool
+) -> list[str] | None:
+    """The principals a delegating caller may use on behalf of a target user: never more
+    than the caller itself holds. A caller that is not an administrator cannot act for an
+    unrestricted (administrator) target at all."""
+    if target is None:
+        if not caller_is_admin:
+            raise ForbiddenError(
+                "this key may not act for an administrator", code="delegation_not_allowed", field="user_id"
+            )
+        return caller
+    if caller is None:
+        return list(target)
+    held = set(caller)
+    return [p for p in target if p in held]
