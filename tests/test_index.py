@@ -25,7 +25,8 @@ from hanrag.embed.manager import CachingEmbedder
 from hanrag.errors import ConfigError, InvalidInputError
 from hanrag.index.base import IndexedChunk, IndexQuery
 from hanrag.index.fusion import fuse, minmax, top_k_indices
-from hanrag.index.local import LocalIndex, _Lexical
+from hanrag.index.local import LocalIndex
+from hanrag.index.local_memory import LexicalPostings
 from hanrag.ingest.chunking import chunk_id
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many
 
@@ -283,14 +284,14 @@ def hold_postings_builds(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Eve
     """Real postings builds that wait, once started (first event), until released (second
     event): a test acts while one is under way."""
     building, release = threading.Event(), threading.Event()
-    real_build = _Lexical.build
+    real_build = LexicalPostings.build
 
-    def held_build(self: _Lexical, *args: Any) -> Any:
+    def held_build(self: LexicalPostings, *args: Any) -> Any:
         building.set()
         release.wait(60)
         return real_build(self, *args)
 
-    monkeypatch.setattr(_Lexical, "build", held_build)
+    monkeypatch.setattr(LexicalPostings, "build", held_build)
     return building, release
 
 
@@ -363,13 +364,13 @@ def test_refresh_builds_postings_only_once_the_process_has_searched(
     """A process that only writes (a CLI ingest) builds no postings it would never use; the
     first search builds them, and from then on refresh() keeps them up to date."""
     builds: list[str] = []
-    real_build = _Lexical.build
+    real_build = LexicalPostings.build
 
-    def counted_build(self: _Lexical, *args: Any) -> Any:
+    def counted_build(self: LexicalPostings, *args: Any) -> Any:
         builds.append(self.column)
         return real_build(self, *args)
 
-    monkeypatch.setattr(_Lexical, "build", counted_build)
+    monkeypatch.setattr(LexicalPostings, "build", counted_build)
     fresh = LocalIndex(tmp_path / "writer-only")
     try:
         write(fresh, "hr")
