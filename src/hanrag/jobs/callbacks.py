@@ -30,7 +30,6 @@ refused then. Redirects are never followed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -39,59 +38,27 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from hanrag.errors import InvalidInputError
+from hanrag.netpolicy import (
+    REFUSED_NAMES,
+    IPAddress,
+    canonical,
+    credentials_go_to,
+    destination_allowed,
+)
 
 if TYPE_CHECKING:
     from hanrag.settings import JobSettings
 
 log = logging.getLogger("hanrag.jobs")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 SIGNATURE_HEADER = "X-Hanrag-Signature"
-
-# Addresses a callback never reaches unless an IP or CIDR entry of jobs.callback_allow covers them.
-_REFUSED_NETWORKS: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8",  # "this host" (0.0.0.0 reaches the local machine)
-        "127.0.0.0/8",  # loopback
-        "169.254.0.0/16",  # link-local, including 169.254.169.254 (AWS, GCP, Azure, OCI metadata)
-        "100.100.100.200/32",  # Alibaba Cloud metadata
-        "192.0.0.192/32",  # Oracle Cloud (classic) metadata
-        "224.0.0.0/4",  # multicast
-        "240.0.0.0/4",  # reserved, and the broadcast address
-        "::/96",  # unspecified, loopback (::1) and the deprecated IPv4-compatible addresses
-        "fe80::/10",  # link-local
-        "fec0::/10",  # deprecated site-local
-        "ff00::/8",  # multicast
-        "fd00:ec2::254/128",  # AWS metadata over IPv6
-    )
-)
-# Names refused before they are resolved (the resolver of a cloud VM answers them).
-_REFUSED_NAMES = frozenset(
-    {
-        "localhost",
-        "localhost.localdomain",
-        "ip6-localhost",
-        "ip6-loopback",
-        "metadata",
-        "metadata.google.internal",
-        "metadata.goog",
-        "instance-data",
-        "instance-data.ec2.internal",
-        "metadata.tencentyun.com",
-        "metadata.azure.internal",
-    }
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 # Per-request headers: what a caller may not set, and how much it may send.
 _RESERVED_HEADERS = frozenset(
@@ -120,7 +87,6 @@ MAX_HEADER_VALUE = 4096
 MAX_HEADERS_BYTES = 8192
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e]*")
-_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
 class CallbackNotAllowed(InvalidInputError):
@@ -137,109 +103,6 @@ class CallbackUnresolvable(CallbackNotAllowed):
 
 
 # --------------------------------------------------------------------- hosts
-
-
-def _canonical(ip: IPAddress) -> IPAddress:
-    """An IPv4-mapped IPv6 address is the IPv4 address (the kernel connects there)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            ip = ipaddress.IPv6Address(ip.compressed.split("%", 1)[0])
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-    return ip
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    found: list[ipaddress.IPv4Address] = []
-    if ip.sixtofour is not None:
-        found.append(ip.sixtofour)
-    if ip.teredo is not None:
-        found.append(ip.teredo[1])
-    if ip in _NAT64:
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return found
-
-
-def is_refused_by_default(ip: IPAddress) -> bool:
-    """Loopback, link-local, metadata and the like (also when written inside IPv6)."""
-    ip = _canonical(ip)
-    if any(ip in net for net in _REFUSED_NETWORKS if net.version == ip.version):
-        return True
-    if isinstance(ip, ipaddress.IPv6Address):
-        return any(is_refused_by_default(inner) for inner in _embedded_ipv4(ip))
-    return False
-
-
-def normalize_host_entries(entries: Iterable[str]) -> list[str]:
-    """Validate ``jobs.callback_allow`` / ``jobs.callback_header_hosts`` entries: IPs and
-    CIDRs in their compressed form, names lower-case ASCII (IDNA) without a final dot."""
-    normalized: list[str] = []
-    for raw in entries:
-        entry = raw.strip()
-        bare = entry[1:-1] if entry.startswith("[") and entry.endswith("]") else entry
-        try:
-            normalized.append(ipaddress.ip_network(bare, strict=False).compressed)
-            continue
-        except ValueError:
-            if "/" in bare or ":" in bare:
-                raise ValueError(f"{raw!r}: not a host name, IP address or CIDR (no ports)") from None
-        wildcard = bare.startswith("*.")
-        name = bare[2:] if wildcard else bare
-        try:
-            ascii_name = httpx.URL(f"http://{name}/").raw_host.decode("ascii").rstrip(".").lower()
-        except (httpx.InvalidURL, UnicodeError):
-            ascii_name = ""
-        pattern = f"*.{ascii_name}" if wildcard else ascii_name
-        if not ascii_name or not _NAME.fullmatch(pattern):
-            raise ValueError(f"{raw!r}: not a host name, IP address or CIDR")
-        normalized.append(pattern)
-    return normalized
-
-
-@functools.lru_cache(maxsize=32)
-def _rules(entries: tuple[str, ...]) -> tuple[tuple[IPNetwork, ...], tuple[str, ...]]:
-    networks: list[IPNetwork] = []
-    names: list[str] = []
-    for entry in normalize_host_entries(entries):
-        try:
-            networks.append(ipaddress.ip_network(entry))
-        except ValueError:
-            names.append(entry)
-    return tuple(networks), tuple(names)
-
-
-def _name_matches(host: str, names: Iterable[str]) -> bool:
-    for name in names:
-        if name.startswith("*."):
-            if host.endswith(name[1:]) and host != name[2:]:
-                return True
-        elif host == name:
-            return True
-    return False
-
-
-def _covered(ip: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    ip = _canonical(ip)
-    return any(ip in net for net in networks if net.version == ip.version)
-
-
-def _allowed(host: str, addresses: list[IPAddress], entries: list[str]) -> bool:
-    if not entries:
-        return (
-            host not in _REFUSED_NAMES
-            and not host.endswith(".localhost")
-            and not any(is_refused_by_default(ip) for ip in addresses)
-        )
-    networks, names = _rules(tuple(entries))
-    named = _name_matches(host, names)
-    return all(_covered(ip, networks) or (named and not is_refused_by_default(ip)) for ip in addresses)
-
-
-def _credentials_go_to(host: str, addresses: list[IPAddress], entries: list[str]) -> bool:
-    if not entries:
-        return False
-    networks, names = _rules(tuple(entries))
-    return _name_matches(host, names) or all(_covered(ip, networks) for ip in addresses)
 
 
 def resolve_host(host: str, port: int) -> list[IPAddress]:
@@ -272,7 +135,7 @@ class Destination:
 
     def pinned(self, ip: IPAddress) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
         """The URL with its host replaced by ``ip``, the Host header, and the TLS name."""
-        ip = _canonical(ip)
+        ip = canonical(ip)
         extensions: dict[str, Any] = {}
         if self.url.scheme == "https":
             try:
@@ -299,15 +162,15 @@ def resolve_destination(url: str, settings: JobSettings) -> Destination:
         raise CallbackNotAllowed("callback_url has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     entries = list(settings.callback_allow)
-    if not entries and (host in _REFUSED_NAMES or host.endswith(".localhost")):
+    if not entries and (host in REFUSED_NAMES or host.endswith(".localhost")):
         raise CallbackNotAllowed(f"callbacks to {host} are not allowed (jobs.callback_allow)")
     try:
         addresses = resolve_host(host, port)
     except (OSError, UnicodeError, ValueError):
         raise CallbackUnresolvable(f"the callback host {host} cannot be resolved") from None
-    if not _allowed(host, addresses, entries):
+    if not destination_allowed(host, addresses, entries):
         raise CallbackNotAllowed(f"callbacks to {host} are not allowed (jobs.callback_allow)")
-    credentials = _credentials_go_to(host, addresses, list(settings.callback_header_hosts))
+    credentials = credentials_go_to(host, addresses, list(settings.callback_header_hosts))
     return Destination(parsed, host, tuple(addresses), credentials)
 
 
