@@ -45,6 +45,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hanrag.auth.access import SYSTEM
 from hanrag.engine import Engine
 from hanrag.settings import load_settings
 from retrieval import ingest_corpus, load_jsonl
@@ -83,7 +84,7 @@ async def run_queries(
     ) as progress:
         task = progress.add_task("ask", total=len(queries))
         for query in queries:
-            result = await engine.ask_result(str(query["question"]))
+            result = await engine.ask_result(str(query["question"]), caller=SYSTEM)
             golds = [str(a) for a in query["answers"]]
             gold_ids = set(query["positive_ids"])
             cited = [doc_to_passage.get(c["document_id"]) for c in result.citations]
@@ -152,7 +153,9 @@ def main() -> None:
         passages = load_jsonl(args.corpus)
         queries = load_jsonl(args.queries)[: args.limit]
         doc_to_passage, _counts, _seconds = ingest_corpus(engine, passages, console)
-        asyncio.run(engine.ask_result("워밍업 질문입니다"))  # load models and postings before timing
+        asyncio.run(
+            engine.ask_result("워밍업 질문입니다", caller=SYSTEM)
+        )  # load models and postings before timing
         rows = asyncio.run(run_queries(engine, queries, doc_to_passage, console))
         summary = summarise(rows, engine.generator.name)
     finally:

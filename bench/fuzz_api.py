@@ -206,7 +206,8 @@ def fuzz(url: str, key: str, seconds: int, report: Path, err: Console) -> dict[s
         "--no-color",
     ]
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True)
+    # In the run's own folder: st keeps a cache directory where it runs.
+    result = subprocess.run(command, capture_output=True, text=True, cwd=report.parent)
     tail = (result.stdout + result.stderr)[-3000:]
     err.print(f"[dim]st run exited {result.returncode} after {time.monotonic() - started:.0f} s[/dim]")
     return {"exit": result.returncode, "seconds": round(time.monotonic() - started), "tail": tail}

@@ -104,6 +104,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hanrag.auth.access import SYSTEM
 from hanrag.engine import Engine
 from hanrag.index.base import IndexQuery
 from hanrag.index.fusion import fuse, top_k_indices
@@ -205,7 +206,7 @@ def check_titles(engine: Engine, passages: list[dict[str, Any]]) -> tuple[int, i
     chunks = 0
     for passage in passages:
         document_id = document_id_for(SOURCE_TYPE, f"{SOURCE_PREFIX}{passage['id']}")
-        stored = engine.document_chunks(document_id)
+        stored = engine.document_chunks(document_id, caller=SYSTEM)
         chunks += len(stored)
         expected = " ".join(str(passage["title"]).split())
         if not stored or any(c.title != expected for c in stored):
@@ -301,7 +302,9 @@ def run_method(
     task = progress.add_task(method.name, total=len(queries))
     for query in queries:
         started = time.perf_counter()
-        found = engine.search(str(query["question"]), k=fetch, fusion=method.fusion, weights=method.weights)
+        found = engine.search(
+            str(query["question"]), caller=SYSTEM, k=fetch, fusion=method.fusion, weights=method.weights
+        )
         result.latency_ms.append((time.perf_counter() - started) * 1000)
         result.embed_ms.append(found.timings_ms.get("embed", 0.0))
         result.index_ms.append(found.timings_ms.get("index", 0.0))
@@ -598,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             embed_ms = embed_all_queries(engine, queries, progress)
             # Warm-up: builds the BM25 postings outside the timings.
             warm_started = time.perf_counter()
-            engine.search(str(queries[0]["question"]), k=args.k)
+            engine.search(str(queries[0]["question"]), caller=SYSTEM, k=args.k)
             err.print(f"warm-up query (BM25 build): {time.perf_counter() - warm_started:.2f} s")
             for name in args.methods:
                 method = METHODS[name]

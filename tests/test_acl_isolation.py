@@ -26,9 +26,11 @@ import openai
 import pytest
 
 from api_server import LiveServer, parse_sse, start_server
+from hanrag.auth.access import SYSTEM
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.engine import Engine
 from hanrag.errors import NotFoundError
+from hanrag.ingest.model import IngestRequest
 from hanrag.settings import Settings
 
 SECRET = "ZEBRA7731"
@@ -163,19 +165,19 @@ def world(tmp_path_factory: pytest.TempPathFactory, shared_cache_path: Path) -> 
     engine = Engine(settings)
     engine.__dict__["embedding_cache"] = EmbeddingCache(shared_cache_path)
     reports = [
-        engine.ingest([docs / "b"], acl=["group:b"], metadata={B_META_KEY: "aurora"}),
-        engine.ingest([docs / "a"], acl=["group:a"]),
-        engine.ingest([docs / "p"], acl=["public"]),
+        engine.ingest(IngestRequest(paths=[docs / "b"], acl=["group:b"], metadata={B_META_KEY: "aurora"})),
+        engine.ingest(IngestRequest(paths=[docs / "a"], acl=["group:a"])),
+        engine.ingest(IngestRequest(paths=[docs / "p"], acl=["public"])),
     ]
     for report in reports:
         assert all(o.status == "added" for o in report.outcomes), report.outcomes
-    rows = engine.list_documents(limit=100)
+    rows = engine.list_documents(limit=100, caller=SYSTEM)
     b_rows = [r for r in rows if B_FILE_STEM in r.source]
     a_rows = [r for r in rows if "a-team" in r.source]
     (public_row,) = [r for r in rows if r.source.endswith("notice.md")]
     assert len(b_rows) == 6 and len(a_rows) == 4
     assert all(r.acl == ["group:b"] for r in b_rows) and all(r.acl == ["group:a"] for r in a_rows)
-    b_chunks = {c.chunk_id for r in b_rows for c in engine.document_chunks(r.id)}
+    b_chunks = {c.chunk_id for r in b_rows for c in engine.document_chunks(r.id, caller=SYSTEM)}
     assert len(b_chunks) >= 6
 
     auth = engine.auth
@@ -331,10 +333,10 @@ def test_documents_endpoints_treat_b_as_missing(world: World) -> None:
         by_source = client.get(f"/api/v1/documents/{b_source}")
         assert by_source.status_code == 404 and SECRET not in by_source.text
     # Nothing happened to B's document.
-    row = world.engine.get_document(b_id)
+    row = world.engine.get_document(b_id, caller=SYSTEM)
     assert row.acl == ["group:b"] and row.status == "indexed"
-    assert {c.chunk_id for c in world.engine.document_chunks(b_id)} <= world.b_chunks
-    assert world.engine.document_chunks(b_id)
+    assert {c.chunk_id for c in world.engine.document_chunks(b_id, caller=SYSTEM)} <= world.b_chunks
+    assert world.engine.document_chunks(b_id, caller=SYSTEM)
     with world.client("bob") as client:
         assert client.get(f"/api/v1/documents/{b_id}").status_code == 200
 
@@ -589,11 +591,11 @@ def test_an_upload_never_replaces_a_document_the_uploader_cannot_read(world: Wor
         if a_upload.status_code == 201:
             created.add(a_upload.json()["document_id"])
             assert a_upload.json()["status"] == "added", a_upload.text
-        b_row = world.engine.get_document(b_upload.json()["document_id"])
+        b_row = world.engine.get_document(b_upload.json()["document_id"], caller=SYSTEM)
         assert b_row.acl == ["group:b"]
-        chunks = world.engine.document_chunks(b_row.id)
+        chunks = world.engine.document_chunks(b_row.id, caller=SYSTEM)
         assert chunks and SECRET in chunks[0].text
     finally:
         for document_id in created:
             with contextlib.suppress(NotFoundError):
-                world.engine.delete_document(document_id)
+                world.engine.delete_document(document_id, caller=SYSTEM)

@@ -13,9 +13,10 @@ import pytest
 
 from answer_fixtures import answer_engine, close_answer_engine
 from conftest import SampleCorpus
-from hanrag.answer.engine import AnswerEvent, AnswerResult, AskOptions, cited_numbers
+from hanrag.answer.engine import AskOptions, cited_numbers
 from hanrag.answer.prompts import EXTRACTIVE_NO_RAG_ANSWER, NOT_FOUND_ANSWER
-from hanrag.domain import SearchFilters, to_epoch
+from hanrag.auth.access import SYSTEM
+from hanrag.domain import AnswerEvent, AnswerResult, SearchFilters, to_epoch
 from hanrag.engine import Engine
 from hanrag.errors import HanragError
 from hanrag.korean.analyzer import sentences
@@ -56,7 +57,7 @@ def events_of(engine: Engine, question: str, **kwargs: Any) -> list[AnswerEvent]
     kwargs.setdefault("options", AskOptions(today=TODAY))
 
     async def collect() -> list[AnswerEvent]:
-        return [event async for event in engine.ask(question, **kwargs)]
+        return [event async for event in engine.ask(question, **kwargs, caller=SYSTEM)]
 
     return asyncio.run(collect())
 
@@ -161,7 +162,7 @@ def test_unrelated_question_gets_the_not_found_answer(engine: Engine) -> None:
 
 
 def test_ask_result_returns_the_same_answer(engine: Engine) -> None:
-    result = asyncio.run(engine.ask_result(USB, options=AskOptions(today=TODAY)))
+    result = asyncio.run(engine.ask_result(USB, options=AskOptions(today=TODAY), caller=SYSTEM))
     assert isinstance(result, AnswerResult)
     assert "30일" in result.answer
     assert result.references and result.citations
@@ -196,7 +197,7 @@ def test_bad_questions_are_error_events_and_nothing_is_stored(
     assert events[0].exception is not None and events[0].exception.code == code
     assert engine.sessions.list_sessions() == []
     with pytest.raises(HanragError) as info:
-        asyncio.run(engine.ask_result(question))
+        asyncio.run(engine.ask_result(question, caller=SYSTEM))
     assert info.value.code == code
 
 
@@ -365,7 +366,7 @@ def test_packing_respects_the_budget_and_cuts_only_between_sentences(
     engine: Engine, samples_engine: SampleCorpus
 ) -> None:
     count = engine.shared_embedder.count_tokens
-    hits = engine.search("연차휴가 이월과 병가, 경조사 휴가 규정", k=8).hits
+    hits = engine.search("연차휴가 이월과 병가, 경조사 휴가 규정", k=8, caller=SYSTEM).hits
     total = sum(count(h.chunk.text) for h in hits)
     for budget in (100, 150, 400):
         engine.settings.answer.context_tokens = budget
@@ -398,7 +399,10 @@ def test_two_first_turns_racing_for_a_new_legacy_room_both_succeed(engine: Engin
     options = AskOptions(create_missing_session=True, today=TODAY)
 
     async def ask(question: str) -> list[AnswerEvent]:
-        return [event async for event in engine.ask(question, session_id="race-room", options=options)]
+        return [
+            event
+            async for event in engine.ask(question, session_id="race-room", options=options, caller=SYSTEM)
+        ]
 
     async def both() -> list[list[AnswerEvent]]:
         return list(await asyncio.gather(ask(USB), ask(INCIDENT)))

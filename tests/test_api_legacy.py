@@ -30,6 +30,7 @@ from api_server import (
 )
 from conftest import SampleCorpus
 from hanrag.answer.prompts import EXTRACTIVE_NO_RAG_ANSWER
+from hanrag.auth.access import SYSTEM
 from hanrag.engine import Engine
 
 T_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -67,7 +68,7 @@ def legacy(
     settings = with_api(engine.settings, legacy_response_url=receiver.url, legacy_batch_seconds=BATCH_SECONDS)
     live = start_server(engine, settings)
     client = httpx.Client(base_url=live.url, timeout=60)
-    rows = samples_engine.engine.list_documents()
+    rows = samples_engine.engine.list_documents(caller=SYSTEM)
     titles = {Path(r.source).name: r.title for r in rows}
     dates = {Path(r.source).name: r.doc_date.date().isoformat() for r in rows if r.doc_date}
     try:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from api_server import LiveServer, engine_over_samples, parse_sse, start_server, with_api
 from conftest import SampleCorpus
+from hanrag.auth.access import SYSTEM
 from hanrag.engine import Engine
 
 PROBLEM_JSON = "application/problem+json"
@@ -72,7 +73,7 @@ def native(
 ) -> Iterator[Native]:
     base = tmp_path_factory.mktemp("api-native")
     engine = engine_over_samples(base / "data", sample_copier(base / "docs"), shared_cache_path)
-    ids = {Path(row.source).name: row.id for row in engine.list_documents()}
+    ids = {Path(row.source).name: row.id for row in engine.list_documents(caller=SYSTEM)}
     live = start_server(engine, with_api(engine.settings, max_upload_mb=UPLOAD_LIMIT_MB))
     client = httpx.Client(base_url=live.url, timeout=60)
     try:

@@ -28,12 +28,13 @@ from sqlalchemy.orm import Session
 
 from api_server import LiveServer, start_server
 from conftest import EngineFactory  # (tests/ is on sys.path)
+from hanrag.auth.access import SYSTEM, Caller
 from hanrag.auth.audit import AuditLog
 from hanrag.auth.service import AuthError, ConflictError, ForbiddenError
-from hanrag.domain import SearchFilters
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.engine import Engine
 from hanrag.errors import InvalidInputError, NotFoundError
+from hanrag.ingest.model import IngestRequest
 from hanrag.settings import Settings
 from hanrag.store.models import AuditRow, UserRow
 
@@ -290,28 +291,28 @@ def test_acl_from_directory_files_and_metadata(make_engine: EngineFactory, tmp_p
     report = engine.ingest([root])
     by_name = {Path(o.source).name: o for o in report.outcomes}
     assert set(by_name) == {"open.md", "plan.md", "pay.md"}  # ACL files are not documents
-    acl = {name: engine.get_document(o.document_id).acl for name, o in by_name.items()}
+    acl = {name: engine.get_document(o.document_id, caller=SYSTEM).acl for name, o in by_name.items()}
     assert acl == {"open.md": ["public"], "plan.md": ["group:sales", "user:boss"], "pay.md": ["group:exec"]}
     # The chunks carry the same ACL: the filter inside the index query uses it.
     plan_id = by_name["plan.md"].document_id
-    assert all(c.acl == ["group:sales", "user:boss"] for c in engine.document_chunks(plan_id))
+    assert all(c.acl == ["group:sales", "user:boss"] for c in engine.document_chunks(plan_id, caller=SYSTEM))
 
     meta_file = tmp_path / "loose" / "memo.md"
     meta_file.parent.mkdir()
     meta_file.write_text("# 영업 메모\n\n거래처 방문 일정은 매주 목요일입니다.\n", encoding="utf-8")
-    memo = engine.ingest([meta_file], metadata={"dept": "영업"}).outcomes[0]
-    assert engine.get_document(memo.document_id).acl == ["group:영업"]
+    memo = engine.ingest(IngestRequest(paths=[meta_file], metadata={"dept": "영업"})).outcomes[0]
+    assert engine.get_document(memo.document_id, caller=SYSTEM).acl == ["group:영업"]
     # An explicit ACL wins over the file and the metadata mapping.
-    explicit = engine.ingest([root / "sales" / "plan.md"], acl=["user:boss"]).outcomes[0]
+    explicit = engine.ingest(IngestRequest(paths=[root / "sales" / "plan.md"], acl=["user:boss"])).outcomes[0]
     assert explicit.status == "acl_updated"
-    assert engine.get_document(plan_id).acl == ["user:boss"]
+    assert engine.get_document(plan_id, caller=SYSTEM).acl == ["user:boss"]
 
     auth = engine.auth
     auth.create_user("minsu", PASSWORD, groups=["영업"])
     principals = auth.identity_for("minsu").principals
-    hits = engine.search("거래처 방문 일정", k=5, filters=SearchFilters(principals=principals)).hits
+    hits = engine.search("거래처 방문 일정", caller=Caller.of("tester", principals), k=5).hits
     assert {h.chunk.document_id for h in hits} == {memo.document_id, by_name["open.md"].document_id}
-    hits = engine.search("거래처 방문 일정", k=5, filters=SearchFilters(principals=["public"])).hits
+    hits = engine.search("거래처 방문 일정", caller=Caller.of("tester", ["public"]), k=5).hits
     assert memo.document_id not in {h.chunk.document_id for h in hits}
 
 
@@ -344,7 +345,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, shared_cache_path: Path) -> I
     (base / "docs" / "b" / "sales-memo.md").write_text(B_TEXT, encoding="utf-8")
     engine = Engine(Settings(data_dir=base / "data", auth={"mode": "token"}))
     engine.__dict__["embedding_cache"] = EmbeddingCache(shared_cache_path)
-    b_id = engine.ingest([base / "docs" / "b"], acl=["group:b"]).outcomes[0].document_id
+    b_id = engine.ingest(IngestRequest(paths=[base / "docs" / "b"], acl=["group:b"])).outcomes[0].document_id
     public_id = engine.ingest([base / "docs" / "public.md"]).outcomes[0].document_id
     auth = engine.auth
     auth.create_user("admin", PASSWORD, role="admin")
@@ -502,7 +503,7 @@ def test_roles_decide_who_may_change_documents(site: Site) -> None:
             assert_problem(viewer.get(path), 403, "forbidden")
         # Reading is allowed.
         assert viewer.get(f"/api/v1/documents/{site.public_id}").status_code == 200
-    assert site.engine.get_document(site.public_id).acl == ["public"]
+    assert site.engine.get_document(site.public_id, caller=SYSTEM).acl == ["public"]
 
     with site.client("alice") as editor:
         created = editor.post("/api/v1/documents", files=upload, data={"acl": "group:a"})
@@ -539,7 +540,7 @@ def test_acl_change_takes_effect_at_once_without_reembedding(site: Site) -> None
         return site.b_id in {h["document_id"] for h in response.json()["hits"]}
 
     assert not alice_sees_b()
-    chunks_before = [(c.chunk_id, c.text) for c in engine.document_chunks(site.b_id)]
+    chunks_before = [(c.chunk_id, c.text) for c in engine.document_chunks(site.b_id, caller=SYSTEM)]
     cache = engine.embedding_cache
     assert cache is not None
     counters = (cache.hits, cache.misses, cache.count())
@@ -548,11 +549,13 @@ def test_acl_change_takes_effect_at_once_without_reembedding(site: Site) -> None
             changed = admin.put(f"/api/v1/documents/{site.b_id}/acl", json={"acl": ["group:b", "group:a"]})
         assert changed.status_code == 200 and changed.json()["acl"] == ["group:b", "group:a"]
         assert (cache.hits, cache.misses, cache.count()) == counters  # nothing was embedded
-        assert [(c.chunk_id, c.text) for c in engine.document_chunks(site.b_id)] == chunks_before
-        assert all(c.acl == ["group:b", "group:a"] for c in engine.document_chunks(site.b_id))
+        assert [
+            (c.chunk_id, c.text) for c in engine.document_chunks(site.b_id, caller=SYSTEM)
+        ] == chunks_before
+        assert all(c.acl == ["group:b", "group:a"] for c in engine.document_chunks(site.b_id, caller=SYSTEM))
         assert alice_sees_b()
     finally:
-        engine.set_document_acl(site.b_id, ["group:b"], actor="test")
+        engine.set_document_acl(site.b_id, ["group:b"], caller=SYSTEM)
     assert not alice_sees_b()
     assert (cache.hits, cache.misses) == counters[:2]
     entry = engine.audit.query(actor="admin", action="acl_change")[0]

@@ -34,8 +34,10 @@ from sqlalchemy.engine import Engine as SqlEngine
 from typer.testing import CliRunner
 
 from conftest import EngineFactory  # (tests/ is on sys.path)
+from hanrag.auth.access import SYSTEM
 from hanrag.cli.main import app
 from hanrag.engine import Engine
+from hanrag.ingest.model import IngestRequest
 from hanrag.jobs.base import FINAL_STATES, JobRecord
 from hanrag.jobs.inprocess import InProcessQueue
 from hanrag.store.catalog import Catalog
@@ -161,7 +163,7 @@ def test_engine_operations_on_postgresql(
     engine = make_engine(catalog_url=url)
 
     # Ingest: the first use of the catalog migrates the empty database itself.
-    report = engine.ingest([docs], metadata={"dept": "총무"})
+    report = engine.ingest(IngestRequest(paths=[docs], metadata={"dept": "총무"}))
     assert sorted(o.status for o in report.outcomes) == ["added", "added"], report.outcomes
     sql = engine.catalog.engine
     assert sql.dialect.name == "postgresql"
@@ -169,27 +171,29 @@ def test_engine_operations_on_postgresql(
     assert not (engine.settings.data_dir / "catalog.db").exists()
 
     # Documents: list, show (by id and by file name), chunks, metadata filter, delete.
-    rows = engine.list_documents()
+    rows = engine.list_documents(caller=SYSTEM)
     assert [Path(r.source).name for r in rows] == sorted(["연차규정.md", "보안수칙.md"])
     assert all(r.status == "indexed" and r.chunk_count >= 1 for r in rows)
-    hr = engine.get_document("연차규정.md")
-    assert engine.get_document(hr.id).source == hr.source
+    hr = engine.get_document("연차규정.md", caller=SYSTEM)
+    assert engine.get_document(hr.id, caller=SYSTEM).source == hr.source
     assert hr.meta["dept"] == "총무" and hr.acl == ["public"]
     assert engine.catalog.status_counts() == {"indexed": 2}
     assert engine.catalog.metadata_keys() >= {"dept", "format"}
     assert sorted(engine.catalog.documents_with_metadata({"dept": "총무"})) == sorted(r.id for r in rows)
-    assert engine.document_chunks(hr.id)[0].document_id == hr.id
-    hits = engine.search("연차 휴가는 며칠인가요?").hits
+    assert engine.document_chunks(hr.id, caller=SYSTEM)[0].document_id == hr.id
+    hits = engine.search("연차 휴가는 며칠인가요?", caller=SYSTEM).hits
     assert hits[0].chunk.document_id == hr.id
-    sec = engine.get_document("보안수칙.md")
-    deleted, removed = engine.delete_document(sec.id)
+    sec = engine.get_document("보안수칙.md", caller=SYSTEM)
+    deleted, removed = engine.delete_document(sec.id, caller=SYSTEM)
     assert deleted.id == sec.id and removed >= 1
     assert engine.catalog.get(sec.id) is None and engine.catalog.count() == 1
 
     # Sessions through ask: the second question continues the first conversation.
-    first = asyncio.run(engine.ask_result("연차 휴가는 며칠인가요?"))
+    first = asyncio.run(engine.ask_result("연차 휴가는 며칠인가요?", caller=SYSTEM))
     assert first.session_id and first.citations
-    second = asyncio.run(engine.ask_result("입사 첫해에도 받나요?", session_id=first.session_id))
+    second = asyncio.run(
+        engine.ask_result("입사 첫해에도 받나요?", session_id=first.session_id, caller=SYSTEM)
+    )
     assert second.session_id == first.session_id
     messages = engine.sessions.messages(first.session_id)
     assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]

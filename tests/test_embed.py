@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import EngineFactory
+from hanrag.auth.access import SYSTEM
 from hanrag.embed.base import estimate_tokens, l2_normalise
 from hanrag.embed.cache import EmbeddingCache, content_hash
 from hanrag.embed.factory import get_embedder
@@ -457,7 +458,9 @@ def test_engine_with_an_openai_backend(
     report = engine.ingest([docs])
     assert {o.status for o in report.outcomes} == {"added"}
     assert engine.index.stats().dimension == DIM
-    result = engine.search("USB 저장장치", k=1, weights={"dense": 1.0, "bm25": 0.0, "bigram": 0.0})
+    result = engine.search(
+        "USB 저장장치", k=1, weights={"dense": 1.0, "bm25": 0.0, "bigram": 0.0}, caller=SYSTEM
+    )
     assert "USB" in result.hits[0].chunk.text
     assert any(r["input"][0].startswith("passage: ") for r in state.requests)
 

@@ -37,6 +37,7 @@ from sqlalchemy.exc import OperationalError
 from api_server import LiveServer, engine_over_samples, parse_sse, start_server, with_api
 from conftest import EngineFactory, SampleCorpus
 from hanrag.api.storage import StorageMonitor
+from hanrag.auth.access import SYSTEM
 from hanrag.engine import Engine
 from hanrag.errors import (
     BackendError,
@@ -365,7 +366,7 @@ def test_upload_past_the_timeout_stores_nothing(
     monkeypatch.setattr(pipeline_module, "parse_bytes", slow_parse)
     monkeypatch.setattr(pipeline.embedder, "embed_passages", counted_embed)
     name = f"timeout-{uuid.uuid4().hex[:8]}.md"
-    documents = len(served.engine.list_documents(limit=10_000))
+    documents = len(served.engine.list_documents(limit=10_000, caller=SYSTEM))
     response = served.client.post(
         "/api/v1/documents", files={"file": (name, "# 지연\n\n느린 파서가 읽는 문서입니다.".encode())}
     )
@@ -373,8 +374,8 @@ def test_upload_past_the_timeout_stores_nothing(
     time.sleep(3.0)
     assert parsed == [name]  # the parse in the thread has finished by now...
     assert embedded == []  # ...and nothing was embedded after the request gave up...
-    assert len(served.engine.list_documents(limit=10_000)) == documents  # ...nor stored
-    assert not any(name in row.source for row in served.engine.list_documents(limit=10_000))
+    assert len(served.engine.list_documents(limit=10_000, caller=SYSTEM)) == documents  # ...nor stored
+    assert not any(name in row.source for row in served.engine.list_documents(limit=10_000, caller=SYSTEM))
 
 
 # ------------------------------------------------------------------- dates

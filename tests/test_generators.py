@@ -40,10 +40,11 @@ from answer_fixtures import (
     status,
 )
 from conftest import SampleCorpus
-from hanrag.answer.engine import AnswerEngine, AnswerEvent, AskOptions
+from hanrag.answer.engine import AskOptions
 from hanrag.answer.planner import Planner
-from hanrag.answer.prompts import ANSWER_SYSTEM, FALLBACK_NOTICE
-from hanrag.domain import Chunk, Hit
+from hanrag.answer.prompts import ANSWER_SYSTEM, FALLBACK_NOTICE, answer_messages
+from hanrag.auth.access import SYSTEM
+from hanrag.domain import AnswerEvent, Chunk, Hit
 from hanrag.engine import Engine
 from hanrag.errors import HanragError
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Source, Turn
@@ -69,10 +70,12 @@ def _source() -> Source:
 
 
 def _request(**options: Any) -> GenerationRequest:
+    sources = [_source()]
+    history = [Turn("user", "이전 질문"), Turn("assistant", "이전 답변")]
     return GenerationRequest(
         question=USB_QUESTION,
-        sources=[_source()],
-        history=[Turn("user", "이전 질문"), Turn("assistant", "이전 답변")],
+        sources=sources,
+        messages=answer_messages(USB_QUESTION, sources, history, True),
         options=GenerationOptions(max_tokens=64, **options),
     )
 
@@ -277,7 +280,7 @@ def llm_engine_factory(
 
 def _events(engine: Engine, question: str, **kwargs: Any) -> list[AnswerEvent]:
     async def collect() -> list[AnswerEvent]:
-        return [event async for event in engine.ask(question, **kwargs)]
+        return [event async for event in engine.ask(question, **kwargs, caller=SYSTEM)]
 
     return asyncio.run(collect())
 
@@ -358,7 +361,7 @@ def test_without_fallback_the_error_event_carries_the_code_and_nothing_is_stored
     assert engine.sessions.messages(session) == []
     assert [s.id for s in engine.sessions.list_sessions()] == [session]
     with pytest.raises(HanragError) as info:
-        asyncio.run(engine.ask_result(USB_QUESTION))
+        asyncio.run(engine.ask_result(USB_QUESTION, caller=SYSTEM))
     assert info.value.code == "llm_unavailable"
     assert _stored_messages(engine) == 0
 
@@ -517,7 +520,7 @@ def test_llama_cpp_server_end_to_end_through_the_engine(
     # The LLM planner's retries against the scripted server are covered in test_planner; with a
     # 270M base model (no tags, ever) they would cost three 200-token generations on the CPU, so
     # this test plans by rules and spends the server's time on the streamed answer.
-    engine.__dict__["answers"] = AnswerEngine(engine, engine.generator, Planner(None))
+    engine.answers.planner = Planner(None)
     events = _events(engine, USB_QUESTION)
     types = [e.type for e in events]
     assert types[-1] == "done", f"{events[-1].data}; {llama_server.diagnosis()}"
@@ -540,6 +543,7 @@ def test_llama_cpp_server_end_to_end_through_the_engine(
 # instead of killing the whole test run.
 _IN_PROCESS_SCRIPT = """
 import asyncio, json, sys
+from hanrag.answer.prompts import answer_messages
 from hanrag.domain import Chunk, Hit
 from hanrag.llm.base import GenerationOptions, GenerationRequest, Source, Turn
 from hanrag.llm.llama_cpp import LlamaCppGenerator
@@ -549,7 +553,9 @@ chunk = Chunk(chunk_id="c", document_id="d", position=1, title="정보보안정�
               content_hash="h", date=0)
 generator = LlamaCppGenerator(n_ctx=1024)
 before = generator.status()["loaded"]
-request = GenerationRequest(question=sys.argv[1], sources=[Source(1, Hit(chunk, 1.0), chunk.text)],
+sources = [Source(1, Hit(chunk, 1.0), chunk.text)]
+request = GenerationRequest(question=sys.argv[1], sources=sources,
+                            messages=answer_messages(sys.argv[1], sources, [], True),
                             options=GenerationOptions(max_tokens=24, temperature=0.0))
 
 async def collect():

@@ -475,6 +475,29 @@ def test_stats_and_counts(store: Store) -> None:
     assert store.index.backend == store.kind
 
 
+def test_document_chunks_come_in_order_and_none_for_an_unknown_document(store: Store) -> None:
+    for document_id, doc in CORPUS.items():
+        assert store.index.document_chunks(document_id) == [i.chunk for i in make_chunks(document_id, doc)]
+    assert store.index.document_chunks("no-such-document") == []
+
+
+def test_export_documents_gives_what_upsert_documents_takes(store: Store) -> None:
+    """Every document with its chunks in order, the stored tokens and the vectors: what
+    an index migration copies, without parsing or embedding anything again."""
+    exported = {
+        document_id: (items, vectors) for document_id, items, vectors in store.index.export_documents()
+    }
+    assert set(exported) == set(CORPUS)
+    for document_id, doc in CORPUS.items():
+        items, vectors = exported[document_id]
+        expected = make_chunks(document_id, doc)
+        assert [i.chunk for i in items] == [i.chunk for i in expected]
+        assert [(i.morphemes, i.bigrams) for i in items] == [(i.morphemes, i.bigrams) for i in expected]
+        assert vectors.shape == (len(expected), 384) and vectors.dtype == np.float32
+        embedded = store.embedder.embed_passages([i.chunk.embedding_text for i in expected])
+        assert np.allclose(vectors, embedded, atol=1e-6)
+
+
 # --------------------------------------------------------- incremental writes
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from answer_fixtures import close_answer_engine, status
 from api_server import LiveServer, start_server
+from hanrag.auth.access import SYSTEM
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.manager import CachingEmbedder, SharedEmbedder
 from hanrag.engine import Engine
@@ -739,7 +740,7 @@ def test_ingest_job_retries_after_embedding_failures_without_redoing_files(
     assert done.result is not None and done.result["counts"] == {"added": 3}
     passages = [texts[0] for _, texts, code in embedder.passage_requests() if code == 200]
     assert len(passages) == len(set(passages)) == 3  # each file embedded once, none redone
-    assert len(engine.list_documents()) == 3
+    assert len(engine.list_documents(caller=SYSTEM)) == 3
 
 
 def test_graceful_shutdown_lets_a_job_finish_within_the_grace_period(
@@ -791,7 +792,7 @@ def test_graceful_shutdown_requeues_a_long_job_that_completes_after_a_restart(
     assert stopped.state == "queued" and stopped.progress["files_done"] < 6
     assert done.state == "succeeded" and done.attempts == 2
     assert done.progress["files_done"] == 6
-    assert len(engine.list_documents()) == 6
+    assert len(engine.list_documents(caller=SYSTEM)) == 6
     passages = [texts[0] for _, texts, _code in embedder.passage_requests()]
     assert len(passages) == len(set(passages))  # no file embedded twice
 

@@ -35,6 +35,7 @@ import redis
 
 from answer_fixtures import close_answer_engine, status
 from api_server import LiveServer, start_server
+from hanrag.auth.access import SYSTEM
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.manager import CachingEmbedder, SharedEmbedder
 from hanrag.engine import Engine
@@ -434,7 +435,7 @@ def test_ingest_jobs_from_the_api_and_the_cli_run_in_a_worker(setup: RedisSetup)
     ids = {row["job_id"] for row in json.loads(listed.stdout)}
     assert {api_job, cli_job} <= ids <= setup.created  # this queue's jobs only
     # The API process (another engine, same data directory) finds the worker's documents.
-    hits = setup.engine.search("회의실 예약 총무팀").hits
+    hits = setup.engine.search("회의실 예약 총무팀", caller=SYSTEM).hits
     assert any("회의 메모" in h.chunk.text for h in hits)
 
 

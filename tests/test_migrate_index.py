@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from answer_fixtures import down_url
 from conftest import EngineFactory, SampleCorpus, copy_samples  # (tests/ is on sys.path)
+from hanrag.auth.access import SYSTEM
 from hanrag.cli.main import app
 from hanrag.domain import Hit, SearchFilters, to_epoch
 from hanrag.embed.base import Vectors
@@ -213,8 +214,8 @@ def test_cli_migrate_without_an_embedding_server_then_search_milvus(
     reference = make_engine(data, index={"backend": "local"})
     assert reference.index.backend == "local"
     for query in ("연차 휴가는 며칠인가요?", "USB 저장장치 사용", "재택근무 신청 방법", "비밀번호 변경 주기"):
-        local = reference.search(query, k=10).hits
-        other = milvus_engine.search(query, k=10).hits
+        local = reference.search(query, k=10, caller=SYSTEM).hits
+        other = milvus_engine.search(query, k=10, caller=SYSTEM).hits
         assert same_top(local, other), (
             query,
             [h.chunk.chunk_id for h in local[:3]],
@@ -223,7 +224,7 @@ def test_cli_migrate_without_an_embedding_server_then_search_milvus(
     milvus_engine.close()  # milvus-lite: one client per data file at a time
     for query in ("연차 휴가는 며칠인가요?", "USB 저장장치 사용"):
         hits = cli_search(query)
-        assert hits[0]["chunk_id"] == reference.search(query, k=5).hits[0].chunk.chunk_id
+        assert hits[0]["chunk_id"] == reference.search(query, k=5, caller=SYSTEM).hits[0].chunk.chunk_id
 
 
 def test_migrating_from_milvus_is_refused(make_engine: EngineFactory, tmp_path: Path) -> None:

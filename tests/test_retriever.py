@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SampleCorpus
+from hanrag.auth.access import SYSTEM, Caller
 from hanrag.domain import SearchFilters, SearchResult, to_epoch
 from hanrag.errors import InvalidInputError
 from hanrag.index.retriever import Retriever, add_months
@@ -20,7 +21,11 @@ from hanrag.settings import RetrievalSettings
 
 
 def _search(corpus: SampleCorpus, query: str, **kwargs: object) -> SearchResult:
-    return corpus.engine.search(query, **kwargs)  # type: ignore[arg-type]
+    """The engine's search, for the caller whose principals the filters name (if any)."""
+    filters = kwargs.get("filters")
+    principals = filters.principals if isinstance(filters, SearchFilters) else None
+    caller = SYSTEM if principals is None else Caller.of("tester", principals)
+    return corpus.engine.search(query, caller=caller, **kwargs)  # type: ignore[arg-type]
 
 
 def _source_names(result: SearchResult) -> list[str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeAlias
+
+from hanrag.errors import HanragError
 
 PUBLIC = "public"
 
@@ -88,6 +91,27 @@ class SearchFilters:
     document_ids: list[str] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
+    def as_payload(self) -> dict[str, Any]:
+        """The filters a client asked for, as JSON (a queued job's payload); who may read
+        what is not part of it: the job applies its own caller's principals."""
+        return {
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+            "document_ids": self.document_ids,
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any] | None) -> SearchFilters:
+        """The filters back from :meth:`as_payload` (dates as epoch seconds)."""
+        data = data or {}
+        return cls(
+            date_from=None if data.get("date_from") is None else int(data["date_from"]),
+            date_to=None if data.get("date_to") is None else int(data["date_to"]),
+            document_ids=data.get("document_ids"),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
     def without_dates(self) -> SearchFilters:
         return SearchFilters(
             principals=self.principals,
@@ -120,3 +144,127 @@ class SearchResult:
                 "widened_months": self.widened_months,
             }
         return data
+
+
+# ------------------------------------------------------------------- answers
+
+
+@dataclass(slots=True)
+class AnswerResult:
+    """A finished answer: what ``done`` carries and every non-streaming consumer returns."""
+
+    answer: str
+    citations: list[dict[str, Any]]
+    references: list[dict[str, Any]]
+    session_id: str | None
+    timings: dict[str, float]
+    usage: dict[str, int | None] | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+    fallback: str | None = None
+    generator: str | None = None  # the generator that wrote the answer (after any fallback)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "citations": self.citations,
+            "session_id": self.session_id,
+            "timings": self.timings,
+            "usage": self.usage,
+            "fallback": self.fallback,
+        }
+
+
+# The events of an answer stream, in order: references, deltas, then done or error.
+# ``type`` is the event's name on the wire (SSE ``event:``) and ``data`` its payload.
+
+
+@dataclass(frozen=True, slots=True)
+class ReferencesEvent:
+    """The numbered sources (once, before any text) and the plan that found them."""
+
+    references: list[dict[str, Any]]
+    plan: dict[str, Any]
+    type: ClassVar[Literal["references"]] = "references"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"references": self.references, "plan": self.plan}
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaEvent:
+    """An increment of the answer text (never the whole text again)."""
+
+    text: str
+    type: ClassVar[Literal["delta"]] = "delta"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class DoneEvent:
+    """The answer is complete (and its turn stored)."""
+
+    result: AnswerResult
+    type: ClassVar[Literal["done"]] = "done"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "answer": r.answer,
+            "citations": r.citations,
+            "session_id": r.session_id,
+            "timings": r.timings,
+            "usage": r.usage,
+            "plan": r.plan,
+            "fallback": r.fallback,
+            "generator": r.generator,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """The answer failed with a stable code; nothing was stored for the turn."""
+
+    exception: HanragError
+    type: ClassVar[Literal["error"]] = "error"
+
+    @property
+    def code(self) -> str:
+        return self.exception.code
+
+    @property
+    def message(self) -> str:
+        return self.exception.message
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+AnswerEvent: TypeAlias = ReferencesEvent | DeltaEvent | DoneEvent | ErrorEvent
+
+
+class IncompleteAnswerError(HanragError):
+    """An answer stream that ended with neither ``done`` nor ``error`` (a bug, never the caller's)."""
+
+    code = "internal_error"
+
+
+async def fold_answer(
+    events: AsyncIterable[AnswerEvent], *, on_event: Callable[[AnswerEvent], object] | None = None
+) -> AnswerResult:
+    """The one fold of an answer stream into its result: ``done`` gives the result, ``error``
+    raises the exception behind it. ``on_event`` sees every event first (a live display,
+    metrics); consumers that turn events into a wire stream switch on the event types."""
+    async for event in events:
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, ErrorEvent):
+            raise event.exception
+        if isinstance(event, DoneEvent):
+            return event.result
+    raise IncompleteAnswerError("the answer stream ended without a result")

@@ -7,20 +7,16 @@ lists documents never loads a model.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
-import unicodedata
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hanrag.auth.access import check_grant
-from hanrag.domain import SearchFilters, SearchResult
+from hanrag.auth.access import SYSTEM, Caller, check_grant, may_read, owns, room_id, scope
+from hanrag.domain import AnswerEvent, AnswerResult, Chunk, SearchFilters, SearchResult, fold_answer
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.factory import get_embedder
 from hanrag.embed.manager import CachingEmbedder, SharedEmbedder
@@ -28,22 +24,18 @@ from hanrag.errors import InvalidInputError, NotFoundError
 from hanrag.index.base import DocumentChunks, Index
 from hanrag.index.retriever import Retriever
 from hanrag.ingest.chunking import Chunker
+from hanrag.ingest.model import FileOutcome, IngestReport, IngestRequest, ProgressCallback
 from hanrag.ingest.parsers.registry import read_limited
-from hanrag.ingest.pipeline import (
-    FileOutcome,
-    IngestPipeline,
-    IngestReport,
-    ProgressCallback,
-    document_id_for,
-)
+from hanrag.ingest.pipeline import IngestPipeline
+from hanrag.ingest.uploads import UploadStore, uploaded_name
 from hanrag.settings import Settings
 from hanrag.store.catalog import Catalog
 from hanrag.store.db import make_engine
-from hanrag.store.models import DocumentRow
+from hanrag.store.models import ChatSessionRow, DocumentRow, MessageRow
 from hanrag.store.sessions import SessionStore
 
 if TYPE_CHECKING:
-    from hanrag.answer.engine import AnswerEngine, AnswerEvent, AnswerResult
+    from hanrag.answer.engine import AnswerEngine, AskOptions
     from hanrag.auth.audit import AuditLog
     from hanrag.auth.service import AuthService
     from hanrag.llm.base import GenerationOptions, Generator
@@ -59,41 +51,6 @@ def document_not_found(key: str) -> NotFoundError:
     return NotFoundError(
         f"no document with id or source {key!r}", code="document_not_found", field="document"
     )
-
-
-# Uploaded file names longer than this are refused; the stored copy's name is shortened
-# further when needed, since filesystems allow 255 bytes (85 Korean characters in UTF-8).
-UPLOAD_NAME_MAX_CHARS = 255
-_STORED_NAME_MAX_BYTES = 200
-
-
-def upload_file_name(filename: str) -> str:
-    """An uploaded file's name as shown and kept in its source: the last path part
-    (of '/' or '\\' paths), NFC, with no control characters."""
-    name = unicodedata.normalize("NFC", filename or "").replace("\\", "/").rpartition("/")[2].strip()
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise InvalidInputError(
-            "the file name contains control characters", code="invalid_filename", field="file"
-        )
-    if len(name) > UPLOAD_NAME_MAX_CHARS:
-        raise InvalidInputError(
-            f"the file name has {len(name)} characters; the limit is {UPLOAD_NAME_MAX_CHARS}",
-            code="invalid_filename",
-            field="file",
-        )
-    if name in (".", ".."):
-        raise InvalidInputError(f"invalid file name {filename!r}", code="invalid_filename", field="file")
-    return name or "upload"
-
-
-def stored_file_name(name: str) -> str:
-    """The name of an upload's kept copy: the uploaded name when the filesystem takes it,
-    else a digest of it with the (short) extension the parsers sniff by."""
-    if len(name.encode("utf-8")) <= _STORED_NAME_MAX_BYTES:
-        return name
-    suffix = Path(name).suffix
-    suffix = suffix if len(suffix.encode("utf-8")) <= 16 else ""
-    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32] + suffix
 
 
 class Engine:
@@ -135,9 +92,15 @@ class Engine:
         return Retriever(self.index, self.embedder, self.settings.retrieval)
 
     @cached_property
+    def uploads(self) -> UploadStore:
+        return UploadStore(self.settings.data_dir)
+
+    @cached_property
     def pipeline(self) -> IngestPipeline:
         chunker = Chunker(self.settings.chunk, self.shared_embedder.count_tokens)
-        return IngestPipeline(self.settings, self.catalog, self.index, self.embedder, chunker)
+        return IngestPipeline(
+            self.settings, self.catalog, self.index, self.embedder, chunker, uploads=self.uploads
+        )
 
     @cached_property
     def sessions(self) -> SessionStore:
@@ -166,10 +129,45 @@ class Engine:
 
     @cached_property
     def answers(self) -> AnswerEngine:
+        """The ask flow, given exactly the parts it uses (it never sees this engine); the
+        index, the retriever and the tokenizer are reached only when an answer needs them."""
         from hanrag.answer.engine import AnswerEngine
         from hanrag.answer.planner import Planner
+        from hanrag.llm.extractive import ExtractiveGenerator
 
-        return AnswerEngine(self, self.generator, Planner(self.generator))
+        settings = self.settings
+        generator = self.generator
+        # What answers when the language model fails before its first token.
+        extractive = (
+            generator
+            if isinstance(generator, ExtractiveGenerator)
+            else ExtractiveGenerator(
+                max_sentences=settings.answer.extractive_sentences,
+                analysis_cache_size=settings.answer.extractive_cache_passages,
+            )
+        )
+
+        def search(query: str, *, k: int | None = None, filters: SearchFilters | None = None) -> SearchResult:
+            # The answer engine puts the asker's principals into the filters itself.
+            return self.retriever.search(query, k=k, filters=filters)
+
+        return AnswerEngine(
+            search=search,
+            sessions=self.sessions,
+            audit=self.audit,
+            count_tokens=lambda text: self.shared_embedder.count_tokens(text),
+            metadata_keys=lambda principals: self.index.metadata_keys(principals),
+            generator=generator,
+            planner=Planner(generator),
+            extractive=extractive,
+            settings=settings.answer,
+            generation_options=self.generation_options,
+            fallback_to_extractive=settings.llm.fallback_to_extractive,
+            # The writes an answer leaves behind get their own threads: one for a SQLite catalog,
+            # which takes one writer at a time anyway (more threads would only wait on its lock
+            # while taking CPU from the retrieval of newer questions), a few for a server database.
+            writer_threads=1 if settings.resolved_catalog_url.startswith("sqlite") else 4,
+        )
 
     def generation_options(self) -> GenerationOptions:
         from hanrag.llm.factory import generation_options
@@ -180,40 +178,27 @@ class Engine:
 
     def ingest(
         self,
-        paths: list[Path],
+        request: IngestRequest | Sequence[Path],
         *,
-        include: list[str] | None = None,
-        exclude: list[str] | None = None,
-        acl: list[str] | None = None,
-        date_override: datetime | None = None,
-        metadata: dict[str, str] | None = None,
         on_start: Any = None,
         on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        return self.pipeline.ingest_paths(
-            paths,
-            include=include,
-            exclude=exclude,
-            acl=acl,
-            date_override=date_override,
-            metadata=metadata,
-            on_start=on_start,
-            on_progress=on_progress,
-        )
+        """Ingest server-side files and folders (a bare list of paths: with the default options)."""
+        if not isinstance(request, IngestRequest):
+            request = IngestRequest(paths=list(request))
+        return self.pipeline.ingest(request, caller=SYSTEM, on_start=on_start, on_progress=on_progress)
 
     def sync(
         self,
-        directory: Path,
+        request: IngestRequest | Path,
         *,
-        include: list[str] | None = None,
-        exclude: list[str] | None = None,
-        acl: list[str] | None = None,
         on_start: Any = None,
         on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        return self.pipeline.sync(
-            directory, include=include, exclude=exclude, acl=acl, on_start=on_start, on_progress=on_progress
-        )
+        """Mirror one directory (a bare path: with the default options)."""
+        if not isinstance(request, IngestRequest):
+            request = IngestRequest(paths=[request])
+        return self.pipeline.sync(request, on_start=on_start, on_progress=on_progress)
 
     def ingest_upload(
         self,
@@ -223,43 +208,13 @@ class Engine:
         acl: list[str] | None = None,
         metadata: dict[str, str] | None = None,
         date_override: datetime | None = None,
-        owner: str | None = None,
-        principals: list[str] | None = None,
+        caller: Caller,
     ) -> FileOutcome:
-        """Ingest uploaded bytes. The bytes are kept in the data directory so the
-        document can be re-indexed later. Uploading the same file name again replaces
-        the document — only the same uploader's: each signed-in user has their own
-        namespace, so nobody can overwrite (or detect) a document they cannot read.
-        ``principals`` are the uploader's (see :meth:`IngestPipeline.ingest_bytes`)."""
-        name = upload_file_name(filename)
-        source = f"upload:{owner}/{name}" if owner else f"upload:{name}"
-        document_id = document_id_for("upload", source)
-        uploads = self.settings.data_dir / "uploads"
-        uploads.mkdir(parents=True, exist_ok=True)
-        # The bytes are written before anything is indexed, so that a write that fails
-        # (disk full, a name the filesystem refuses) leaves no document without its bytes.
-        staged = uploads / f".incoming-{uuid.uuid4().hex}"
-        staged.write_bytes(data)
-        try:
-            outcome = self.pipeline.ingest_bytes(
-                data,
-                name,
-                source=source,
-                source_type="upload",
-                acl=acl,
-                metadata=metadata,
-                date_override=date_override,
-                file_size=len(data),
-                principals=principals,
-            )
-            if outcome.status != "failed":
-                stored = uploads / document_id
-                stored.mkdir(parents=True, exist_ok=True)
-                for old in stored.iterdir():
-                    old.unlink()
-                os.replace(staged, stored / stored_file_name(name))
-        finally:
-            staged.unlink(missing_ok=True)
+        """Ingest one uploaded file, its bytes kept for re-indexing (see
+        :meth:`IngestPipeline.ingest_upload`)."""
+        outcome = self.pipeline.ingest_upload(
+            data, filename, caller=caller, acl=acl, metadata=metadata, date_override=date_override
+        )
         self.index.refresh()
         return outcome
 
@@ -269,9 +224,9 @@ class Engine:
         parser_keys = {"format", "pages", "sheets", "encoding", "delimiter", "author"}
         return {k: str(v) for k, v in (row.meta or {}).items() if k not in parser_keys}
 
-    def reindex(self, key: str) -> FileOutcome:
+    def reindex(self, key: str, *, caller: Caller) -> FileOutcome:
         """Parse, chunk and index a document again from its source (embeddings come from the cache)."""
-        row = self.get_document(key)
+        row = self.get_document(key, caller=caller)
         if row.source_type == "file":
             path = Path(row.source)
             if not path.is_file():
@@ -290,20 +245,18 @@ class Engine:
                 mtime_ns=stat.st_mtime_ns,
             )
         elif row.source_type == "upload":
-            stored = self.settings.data_dir / "uploads" / row.id
-            files = sorted(stored.iterdir()) if stored.is_dir() else []
-            if not files:
+            original = self.uploads.original(row.id)
+            if original is None:
                 raise NotFoundError(f"the uploaded bytes of {row.id} are not kept", code="source_missing")
             outcome = self.pipeline.ingest_bytes(
-                files[0].read_bytes(),
-                # The uploaded name (the stored file's name may be shortened).
-                row.source.rpartition("/")[2] if "/" in row.source else row.source.removeprefix("upload:"),
+                original.read_bytes(),
+                uploaded_name(row.source),  # the kept file's name may be shortened
                 source=row.source,
                 source_type="upload",
                 acl=list(row.acl),
                 force=True,
                 metadata=self._caller_metadata(row),
-                file_size=files[0].stat().st_size,
+                file_size=original.stat().st_size,
             )
         else:
             raise InvalidInputError(
@@ -319,62 +272,145 @@ class Engine:
         self,
         query: str,
         *,
+        caller: Caller,
         k: int | None = None,
         filters: SearchFilters | None = None,
         fusion: str | None = None,
         weights: dict[str, float] | None = None,
     ) -> SearchResult:
-        return self.retriever.search(query, k=k, filters=filters, fusion=fusion, weights=weights)
+        """Hybrid search over what ``caller`` may read (the scope is applied here, always)."""
+        return self.retriever.search(
+            query, k=k, filters=scope(filters, caller), fusion=fusion, weights=weights
+        )
 
     # ---------------------------------------------------------------- answers
 
-    def ask(self, question: str, **kwargs: Any) -> AsyncIterator[AnswerEvent]:
-        """Stream the answer events (see :mod:`hanrag.answer.engine`)."""
-        return self.answers.ask(question, **kwargs)
+    def ask(
+        self,
+        question: str,
+        *,
+        caller: Caller,
+        session_id: str | None = None,
+        filters: SearchFilters | None = None,
+        options: AskOptions | None = None,
+    ) -> AsyncIterator[AnswerEvent]:
+        """Stream the answer events (see :mod:`hanrag.answer.engine`), retrieving only what
+        ``caller`` may read; the conversation is the caller's own."""
+        return self.answers.ask(
+            question,
+            session_id=session_id,
+            principal=caller.name,
+            principals=caller.principal_list,
+            filters=scope(filters, caller),
+            options=options,
+        )
 
-    async def ask_result(self, question: str, **kwargs: Any) -> AnswerResult:
-        return await self.answers.ask_result(question, **kwargs)
+    async def ask_result(
+        self,
+        question: str,
+        *,
+        caller: Caller,
+        session_id: str | None = None,
+        filters: SearchFilters | None = None,
+        options: AskOptions | None = None,
+    ) -> AnswerResult:
+        """The whole answer (the one fold over :meth:`ask`'s events)."""
+        return await fold_answer(
+            self.ask(question, caller=caller, session_id=session_id, filters=filters, options=options)
+        )
+
+    def check_ask(
+        self, question: str, *, caller: Caller, session_id: str | None, filters: SearchFilters | None
+    ) -> str:
+        """The checks an ask passes before any work, run now (a job at submit time)."""
+        return self.answers.check_request(
+            question, session_id=session_id, principal=caller.name, filters=scope(filters, caller)
+        )
 
     # -------------------------------------------------------------- documents
 
     def list_documents(
-        self, *, offset: int = 0, limit: int = 100, status: str | None = None
+        self, *, caller: Caller, offset: int = 0, limit: int = 100, status: str | None = None
     ) -> list[DocumentRow]:
-        return self.catalog.list_documents(offset=offset, limit=limit, status=status)
+        """A page of the documents ``caller`` may read."""
+        return self.document_page(caller=caller, offset=offset, limit=limit, status=status)[0]
 
-    def get_document(self, key: str, principals: list[str] | None = None) -> DocumentRow:
-        """A document by id, source or file name, among those ``principals`` may read
-        (None: all); hidden documents are missing ones."""
-        row = self.catalog.find(key, principals)
+    def document_page(
+        self, *, caller: Caller, offset: int = 0, limit: int = 100, status: str | None = None
+    ) -> tuple[list[DocumentRow], int]:
+        """A page of the documents ``caller`` may read, and how many there are in all."""
+        if caller.unrestricted:
+            rows = self.catalog.list_documents(offset=offset, limit=limit, status=status)
+            return rows, self.catalog.count(status)
+        visible = [
+            row
+            for row in self.catalog.list_documents(offset=0, limit=10**9, status=status)
+            if may_read(caller.principals, row.acl)
+        ]
+        return visible[offset : offset + limit], len(visible)
+
+    def get_document(self, key: str, *, caller: Caller) -> DocumentRow:
+        """A document by id, source or file name, among those ``caller`` may read;
+        a hidden document is answered exactly like a missing one."""
+        row = self.catalog.find(key, lambda candidate: may_read(caller.principals, candidate.acl))
         if row is None:
             raise document_not_found(key)
         return row
 
-    def document_chunks(self, document_id: str) -> list[Any]:
-        chunks: list[Any] = getattr(self.index, "document_chunks", lambda _doc: [])(document_id)
-        return chunks
+    def document_chunks(self, document_id: str, *, caller: Caller) -> list[Chunk]:
+        """A document's chunks, in order (none for an unknown document); a caller who may
+        not read it is told it does not exist."""
+        if not caller.unrestricted:
+            document_id = self.get_document(document_id, caller=caller).id
+        return self.index.document_chunks(document_id)
 
-    def delete_document(self, key: str) -> tuple[DocumentRow, int]:
-        row = self.get_document(key)
+    def delete_document(self, key: str, *, caller: Caller) -> tuple[DocumentRow, int]:
+        row = self.get_document(key, caller=caller)
         removed = self.pipeline.delete_document(row.id)
-        stored = self.settings.data_dir / "uploads" / row.id
-        if stored.is_dir():
-            for old in stored.iterdir():
-                old.unlink()
-            stored.rmdir()
+        self.uploads.discard_original(row.id)
         return row, removed
 
-    def set_document_acl(
-        self, key: str, acl: list[str], *, actor: str = "system", principals: list[str] | None = None
-    ) -> DocumentRow:
+    def set_document_acl(self, key: str, acl: list[str], *, caller: Caller) -> DocumentRow:
         """Change who may read a document: its chunks are updated in place, not re-embedded.
-        A caller with ``principals`` must read the document and may grant only what they hold."""
-        row = self.get_document(key, principals)
-        acl = check_grant(principals, acl)
+        The caller must read the document and may grant only principals they hold."""
+        row = self.get_document(key, caller=caller)
+        acl = check_grant(caller.principals, acl)
+        actor = caller.name or "system"
         self.index.set_document_acl(row.id, acl)
         updated = self.catalog.upsert(row.id, acl=acl)
         self.audit.record(actor, "acl_change", target=row.id, detail={"from": list(row.acl or []), "to": acl})
         return updated
+
+    # -------------------------------------------------------------- sessions
+
+    def list_sessions(self, *, caller: Caller, offset: int = 0, limit: int = 100) -> list[ChatSessionRow]:
+        """The caller's conversations (all of them for the implicit single user)."""
+        return self.sessions.list_sessions(principal=caller.name, offset=offset, limit=limit)
+
+    def get_session(self, session_id: str, *, caller: Caller) -> ChatSessionRow:
+        """A conversation the caller owns; someone else's is answered like a missing one."""
+        row = self.sessions.get(session_id)
+        if not owns(caller, row.principal):
+            raise NotFoundError(f"no session {session_id!r}", code="session_not_found", field="session_id")
+        return row
+
+    def session_messages(self, session_id: str, *, caller: Caller) -> list[MessageRow]:
+        self.get_session(session_id, caller=caller)
+        return list(self.sessions.messages(session_id))
+
+    def room_id(self, page_id: str, *, caller: Caller) -> str:
+        """The conversation a client-named room (legacy ``page_id``) is stored as, in the
+        caller's own namespace (see :func:`hanrag.auth.access.room_id`)."""
+        return room_id(caller, page_id, self.sessions.owner)
+
+    def room_messages(self, page_id: str, *, caller: Caller) -> list[MessageRow]:
+        """A client-named room's messages in the caller's namespace (none when it has none)."""
+        room = self.room_id(page_id, caller=caller)
+        return list(self.sessions.messages(room)) if self.sessions.exists(room) else []
+
+    def delete_session(self, session_id: str, *, caller: Caller) -> None:
+        self.get_session(session_id, caller=caller)
+        self.sessions.delete(session_id)
 
     # ------------------------------------------------------------- migration
 
@@ -384,9 +420,8 @@ class Engine:
         import time as _time
 
         from hanrag.index.factory import build_index
-        from hanrag.index.local import LocalIndex
 
-        if not isinstance(self.index, LocalIndex):
+        if self.index.backend != "local":
             raise InvalidInputError(
                 "migration reads from the local index; set index.backend=local", code="invalid_source"
             )
@@ -457,7 +492,7 @@ class Engine:
         """Load the index, the tokenizer and the embedding model now, so that the first
         request or job does not pay for it (loading may also hold the GIL for seconds)."""
         try:
-            self.search("준비", k=1)
+            self.search("준비", caller=SYSTEM, k=1)
         except Exception as exc:  # a broken backend shows in /readyz and in the first request
             log.warning("warm-up failed: %s", type(exc).__name__)
 

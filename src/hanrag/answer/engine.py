@@ -1,12 +1,17 @@
 """The ask flow: memory -> planner -> retrieval -> context -> generator -> events -> stored turn.
 
-``AnswerEngine.ask`` is an async stream of events that the CLI, the HTTP API, the
-job worker and the evaluation harness all consume:
+``AnswerEngine.ask`` is an async stream of the typed events of :mod:`hanrag.domain`
+that the CLI, the HTTP API, the job worker and the evaluation harness all consume
+(non-streaming consumers fold it with :func:`hanrag.domain.fold_answer`):
 
 * ``references`` — the numbered sources (once, before any text),
 * ``delta`` — answer text increments (never the whole text again),
-* ``done`` — the full answer, the citations actually used, timings, usage,
+* ``done`` — the :class:`~hanrag.domain.AnswerResult`: the full answer, the citations
+  actually used, timings, usage,
 * ``error`` — a stable code and a message; nothing is stored for that turn.
+
+The engine is given exactly the parts it uses (``hanrag.engine`` assembles it); it
+never sees the :class:`~hanrag.engine.Engine` itself.
 """
 
 from __future__ import annotations
@@ -16,34 +21,49 @@ import functools
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hanrag.answer.planner import Plan, Planner
-from hanrag.answer.prompts import FALLBACK_NOTICE
-from hanrag.domain import Hit, SearchFilters, from_epoch, to_epoch
+from hanrag.answer.prompts import EXTRACTIVE_REPLIES, FALLBACK_NOTICE, answer_messages
+from hanrag.domain import (
+    AnswerEvent,
+    AnswerResult,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    Hit,
+    ReferencesEvent,
+    SearchFilters,
+    SearchResult,
+    fold_answer,
+    from_epoch,
+    to_epoch,
+)
 from hanrag.errors import HanragError, InvalidInputError
 from hanrag.index.base import check_metadata_keys
 from hanrag.korean.analyzer import require_text, sentences
 from hanrag.llm.base import GenerationOptions, GenerationRequest, Generator, Source, Turn, Usage
-from hanrag.llm.extractive import ExtractiveGenerator
 
 if TYPE_CHECKING:
-    from hanrag.engine import Engine
+    from hanrag.auth.audit import AuditLog
+    from hanrag.settings import AnswerSettings
+    from hanrag.store.sessions import SessionStore
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 
 
-@dataclass(slots=True)
-class AnswerEvent:
-    type: str  # references | delta | done | error
-    data: dict[str, Any]
-    # The exception behind an ``error`` event, for callers that map it to HTTP/CLI codes.
-    exception: HanragError | None = None
+class SearchFunction(Protocol):
+    """Hybrid search within ``filters``, whose principals the answer engine sets itself
+    (the retriever's search)."""
+
+    def __call__(
+        self, query: str, *, k: int | None = None, filters: SearchFilters | None = None
+    ) -> SearchResult: ...
 
 
 @dataclass(slots=True)
@@ -57,28 +77,6 @@ class AskOptions:
     # Memory given by the caller (OpenAI-style clients send the whole conversation);
     # such turns are not stored, the client keeps its own history.
     history: list[Turn] | None = None
-
-
-@dataclass(slots=True)
-class AnswerResult:
-    answer: str
-    citations: list[dict[str, Any]]
-    references: list[dict[str, Any]]
-    session_id: str | None
-    timings: dict[str, float]
-    usage: dict[str, int | None] | None = None
-    plan: dict[str, Any] = field(default_factory=dict)
-    fallback: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "answer": self.answer,
-            "citations": self.citations,
-            "session_id": self.session_id,
-            "timings": self.timings,
-            "usage": self.usage,
-            "fallback": self.fallback,
-        }
 
 
 def reference_of(source: Source) -> dict[str, Any]:
@@ -111,24 +109,40 @@ def cited_numbers(answer: str) -> list[int]:
 
 
 class AnswerEngine:
-    def __init__(self, engine: Engine, generator: Generator, planner: Planner) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        *,
+        search: SearchFunction,
+        sessions: SessionStore,
+        audit: AuditLog,
+        count_tokens: Callable[[str], int],
+        metadata_keys: Callable[[list[str] | None], set[str]],
+        generator: Generator,
+        planner: Planner,
+        extractive: Generator,
+        settings: AnswerSettings,
+        generation_options: Callable[[], GenerationOptions],
+        fallback_to_extractive: bool = True,
+        writer_threads: int = 1,
+    ) -> None:
+        """``search`` finds the passages, ``sessions`` and ``audit`` keep what an answer leaves
+        behind, ``count_tokens`` measures the context budget, ``metadata_keys`` (the keys the
+        given principals may read) checks metadata filters. ``extractive`` answers when
+        ``generator`` fails before its first token and ``fallback_to_extractive`` allows it
+        (it may be ``generator`` itself). ``generation_options`` gives the default sampling
+        options; ``writer_threads`` store what answers leave behind."""
+        self.search = search
+        self.sessions = sessions
+        self.audit = audit
+        self.count_tokens = count_tokens
+        self.metadata_keys = metadata_keys
         self.generator = generator
         self.planner = planner
-        self.settings = engine.settings.answer
-        # The writes an answer leaves behind get their own threads: one for a SQLite catalog,
-        # which takes one writer at a time anyway (more threads would only wait on its lock
-        # while taking CPU from the retrieval of newer questions), a few for a server database.
-        sqlite = engine.settings.resolved_catalog_url.startswith("sqlite")
-        self._writers = ThreadPoolExecutor(max_workers=1 if sqlite else 4, thread_name_prefix="hanrag-turns")
-        self._extractive = (
-            generator
-            if isinstance(generator, ExtractiveGenerator)
-            else ExtractiveGenerator(
-                max_sentences=self.settings.extractive_sentences,
-                analysis_cache_size=self.settings.extractive_cache_passages,
-            )
-        )
+        self.settings = settings
+        self.generation_options = generation_options
+        self.fallback_to_extractive = fallback_to_extractive
+        self._extractive = extractive
+        self._writers = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hanrag-turns")
 
     def close(self) -> None:
         self._writers.shutdown(wait=True)
@@ -139,7 +153,7 @@ class AnswerEngine:
         """Numbered sources within the token budget: lowest-ranked passages go first,
         and a passage that does not fit whole is cut only between sentences."""
         budget = self.settings.context_tokens
-        count = self.engine.shared_embedder.count_tokens
+        count = self.count_tokens
         sources: list[Source] = []
         for hit in hits:
             text = hit.chunk.text
@@ -179,7 +193,7 @@ class AnswerEngine:
     def _history(self, session_id: str | None) -> list[Turn]:
         if session_id is None or self.settings.memory_messages == 0:
             return []
-        rows = self.engine.sessions.messages(session_id, last=self.settings.memory_messages)
+        rows = self.sessions.messages(session_id, last=self.settings.memory_messages)
         return self._window([Turn(row.role, row.content) for row in rows])
 
     def check_request(
@@ -201,7 +215,7 @@ class AnswerEngine:
 
     def _check_filters(self, filters: SearchFilters | None) -> None:
         if filters is not None and filters.metadata:
-            check_metadata_keys(filters.metadata, self.engine.index.metadata_keys(filters.principals))
+            check_metadata_keys(filters.metadata, self.metadata_keys(filters.principals))
 
     def _check_session(self, session_id: str | None, principal: str | None, *, create_missing: bool) -> bool:
         """Whether the session exists; refuses someone else's, and a missing one unless
@@ -212,10 +226,10 @@ class AnswerEngine:
             f"no session {session_id!r}", code="session_not_found", field="session_id"
         )
         if principal is not None:
-            owner = self.engine.sessions.owner(session_id)
+            owner = self.sessions.owner(session_id)
             if owner is not None and owner != principal:
                 raise missing  # someone else's conversation: refused exactly like a missing one
-        exists = self.engine.sessions.exists(session_id)
+        exists = self.sessions.exists(session_id)
         if not exists and not create_missing:
             raise missing
         return exists
@@ -235,7 +249,7 @@ class AnswerEngine:
             return []
         if not self._check_session(session_id, principal, create_missing=create_missing):
             try:
-                self.engine.sessions.create(session_id, principal=principal)
+                self.sessions.create(session_id, principal=principal)
             except InvalidInputError as exc:
                 # Another request created the room first (two first turns racing): use it.
                 if exc.code != "session_exists":
@@ -251,9 +265,7 @@ class AnswerEngine:
             search_filters = self._filters(plan, filters)
             if principals is not None:
                 search_filters = replace(search_filters, principals=principals)
-            hits = self.engine.search(
-                plan.question, k=options.k or self.settings.k, filters=search_filters
-            ).hits
+            hits = self.search(plan.question, k=options.k or self.settings.k, filters=search_filters).hits
         return self.pack(hits)
 
     def _record_turn(
@@ -269,7 +281,7 @@ class AnswerEngine:
         references: list[dict[str, Any]],
     ) -> None:
         if store_turn and session_id is not None:
-            self.engine.sessions.append_turn(
+            self.sessions.append_turn(
                 session_id,
                 question=question,
                 answer=answer,
@@ -278,7 +290,7 @@ class AnswerEngine:
                 create=new_session,
                 principal=principal,
             )
-        self.engine.audit.record(
+        self.audit.record(
             principal or "anonymous",
             "question",
             target=session_id,
@@ -337,20 +349,21 @@ class AnswerEngine:
             sources = await asyncio.to_thread(self._retrieve, plan, filters, principals, options)
             timings["retrieval_ms"] = round((time.perf_counter() - search_started) * 1000, 2)
         except HanragError as exc:
-            yield AnswerEvent("error", {"code": exc.code, "message": exc.message}, exc)
+            yield ErrorEvent(exc)
             return
         references = [reference_of(s) for s in sources]
-        yield AnswerEvent("references", {"references": references, "plan": plan.as_dict()})
+        yield ReferencesEvent(references, plan.as_dict())
 
+        rag = options.rag and plan.route != "none"
+        given = sources if options.rag else []
         request = GenerationRequest(
             question=plan.question,
-            sources=sources,
-            history=history,
-            rag=options.rag and plan.route != "none",
-            options=options.stream_generation or self.engine.generation_options(),
+            sources=given,
+            messages=answer_messages(plan.question, given, history, rag),
+            rag=rag,
+            options=options.stream_generation or self.generation_options(),
+            replies=EXTRACTIVE_REPLIES,
         )
-        if not request.rag and not options.rag:
-            request.sources = []
         parts: list[str] = []
         # Whitespace at the end of a delta is held back until more text follows, and leading
         # whitespace is dropped, so the deltas concatenate exactly to the (stripped) answer.
@@ -373,17 +386,17 @@ class AnswerEngine:
                     if not parts:
                         timings["time_to_first_token_ms"] = round((time.perf_counter() - started) * 1000, 2)
                     parts.append(piece)
-                    yield AnswerEvent("delta", {"text": piece})
+                    yield DeltaEvent(piece)
                 break
             except HanragError as exc:
                 can_fall_back = (
                     not parts
                     and generator is not self._extractive
-                    and self.engine.settings.llm.fallback_to_extractive
+                    and self.fallback_to_extractive
                     and request.rag
                 )
                 if not can_fall_back:
-                    yield AnswerEvent("error", {"code": exc.code, "message": exc.message}, exc)
+                    yield ErrorEvent(exc)
                     return
                 fallback = f"{exc.code}: {FALLBACK_NOTICE}"
                 generator = self._extractive
@@ -414,38 +427,21 @@ class AnswerEngine:
             ),
         )
         timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        yield AnswerEvent(
-            "done",
-            {
-                "answer": answer,
-                "citations": citations,
-                "session_id": session_id,
-                "timings": timings,
-                "usage": usage.as_dict() if usage else None,
-                "plan": plan.as_dict(),
-                "fallback": fallback,
-                "generator": generator.name,
-            },
+        yield DoneEvent(
+            AnswerResult(
+                answer=answer,
+                citations=citations,
+                references=references,
+                session_id=session_id,
+                timings=timings,
+                usage=usage.as_dict() if usage else None,
+                plan=plan.as_dict(),
+                fallback=fallback,
+                generator=generator.name,
+            )
         )
 
     async def ask_result(self, question: str, **kwargs: Any) -> AnswerResult:
-        """Non-streaming: consume the events and return the final result (errors raise)."""
-        references: list[dict[str, Any]] = []
-        async for event in self.ask(question, **kwargs):
-            if event.type == "references":
-                references = event.data["references"]
-            elif event.type == "error":
-                raise event.exception or HanragError(event.data["message"], code=event.data["code"])
-            elif event.type == "done":
-                data = event.data
-                return AnswerResult(
-                    answer=data["answer"],
-                    citations=data["citations"],
-                    references=references,
-                    session_id=data["session_id"],
-                    timings=data["timings"],
-                    usage=data["usage"],
-                    plan=data["plan"],
-                    fallback=data["fallback"],
-                )
-        raise HanragError("the answer stream ended without a result", code="internal_error")
+        """Non-streaming (the arguments of :meth:`ask`): the stream folded into its result;
+        an error event raises its exception."""
+        return await fold_answer(self.ask(question, **kwargs))

@@ -1,8 +1,9 @@
-"""Every Korean prompt text in one place (generators and the planner import from here)."""
+"""Every Korean prompt text in one place: the answer layer builds what generators are
+given from here (generators never import it); the planner builds its own messages."""
 
 from __future__ import annotations
 
-from hanrag.llm.base import Source, Turn
+from hanrag.llm.base import FixedReplies, Source, Turn
 
 ANSWER_SYSTEM = (
     "당신은 회사 내부 문서를 근거로 직원의 질문에 답하는 도우미입니다.\n"
@@ -28,6 +29,11 @@ EXTRACTIVE_NO_RAG_ANSWER = (
     "문서 검색 없이 답하려면 언어 모델이 필요합니다. 현재는 추출형 답변기만 설정되어 있어 답할 수 없습니다."
 )
 FALLBACK_NOTICE = "언어 모델 서버에 연결할 수 없어 문서에서 직접 찾은 문장으로 답합니다."
+
+# What the extractive generator answers when it has nothing to quote.
+EXTRACTIVE_REPLIES = FixedReplies(
+    not_found=NOT_FOUND_ANSWER, no_sources=NO_SOURCES_ANSWER, no_rag=EXTRACTIVE_NO_RAG_ANSWER
+)
 
 PLANNER_SYSTEM = (
     "당신은 사내 문서 검색을 위한 질의 분석기입니다. 대화 기록과 마지막 질문을 보고 다음 태그를 정확히 채우십시오.\n"

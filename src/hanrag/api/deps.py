@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from hanrag.answer.engine import AnswerEvent
 from hanrag.api import metrics
+from hanrag.auth.access import Caller
 from hanrag.cancellation import cancel_scope
+from hanrag.domain import AnswerEvent, ErrorEvent
 from hanrag.engine import Engine
-from hanrag.errors import HanragError, RequestTimeoutError
+from hanrag.errors import RequestTimeoutError
 
 T = TypeVar("T")
 
@@ -21,6 +22,20 @@ T = TypeVar("T")
 def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
+
+
+def current_caller(request: Request) -> Caller:
+    """The caller of a request, as every engine read takes it: from the identity the
+    authentication layer put on the request (auth mode ``none``: the implicit single
+    user, who reads everything)."""
+    identity = getattr(request.state, "identity", None)
+    if identity is None or identity.via == "none":
+        return Caller(name=None, principals=None, role="admin")
+    return Caller.of(identity.username, identity.principals, identity.role)
+
+
+# The caller as a typed route dependency: ``caller: CallerDep``.
+CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
 def caller_principals(request: Request) -> list[str] | None:
@@ -64,11 +79,11 @@ async def primed(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEven
     """Pull the first event before any response starts, so bad input still gets a 4xx
     problem+json instead of a 200 stream that carries an error."""
     first = await anext(events)
-    if first.type == "error":
+    if isinstance(first, ErrorEvent):
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
-        raise first.exception or HanragError(first.data["message"], code=first.data["code"])
+        raise first.exception
 
     async def chained() -> AsyncIterator[AnswerEvent]:
         yield first

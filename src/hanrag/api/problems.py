@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hanrag.api.legacy_format import error_format
 from hanrag.errors import HanragError, StorageFullError, translate_error
 
 log = logging.getLogger("hanrag.api")
@@ -54,8 +55,6 @@ def problem(
     (``path`` names the route when there is no request object yet, as in middleware)."""
     path = request.url.path if request is not None else path
     if path in LEGACY_PATHS:
-        from hanrag.api.routers.legacy import error_format  # the router imports this module
-
         return JSONResponse(error_format(detail, status, None), status_code=status, headers=headers)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,

@@ -59,7 +59,10 @@ class FiltersIn(BaseModel):
     document_ids: list[str] | None = Field(None, max_length=1000)
     metadata: dict[str, str] = Field(default_factory=dict, description="Equality on document metadata keys.")
 
-    def to_filters(self, principals: list[str] | None) -> SearchFilters:
+    def to_filters(self) -> SearchFilters:
+        """The domain filters (who may read what is added by the engine: see
+        :func:`hanrag.auth.access.scope`)."""
+
         def epoch(moment: datetime | None, end: bool) -> int | None:
             if moment is None:
                 return None
@@ -68,7 +71,6 @@ class FiltersIn(BaseModel):
             return to_epoch(aware) + (86399 if end and midnight else 0)
 
         return SearchFilters(
-            principals=principals,
             date_from=epoch(self.date_from, False),
             date_to=epoch(self.date_to, True),
             document_ids=self.document_ids,

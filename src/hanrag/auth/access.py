@@ -15,10 +15,12 @@ instead of being stored as a principal nobody can ever hold.
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
-from hanrag.domain import PUBLIC
+from hanrag.domain import PUBLIC, SearchFilters
 from hanrag.errors import ForbiddenError, InvalidInputError
 
 NAME_MAX_CHARS = 100
@@ -133,3 +135,76 @@ def scope_principals(
         return list(target)
     held = set(caller)
     return [p for p in target if p in held]
+
+
+# ------------------------------------------------------------------ callers
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a read is for, as the engine sees it. Every engine method that reads takes
+    one, so an unscoped read cannot happen by omission: the CLI and auth mode ``none``
+    pass :data:`SYSTEM` explicitly.
+
+    ``name``: the user (None: the implicit single user or the system); ``principals``:
+    whose documents they may read (None: everything); ``role``: viewer, editor or admin.
+    """
+
+    name: str | None
+    principals: tuple[str, ...] | None
+    role: str = "viewer"
+
+    @classmethod
+    def of(cls, name: str | None, principals: Iterable[str] | None, role: str = "viewer") -> Caller:
+        return cls(name, None if principals is None else tuple(principals), role)
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.principals is None
+
+    @property
+    def principal_list(self) -> list[str] | None:
+        """The principals as the index filters take them (None: no restriction)."""
+        return None if self.principals is None else list(self.principals)
+
+
+SYSTEM = Caller(name=None, principals=None, role="admin")
+
+
+def scope(filters: SearchFilters | None, caller: Caller) -> SearchFilters:
+    """The one place a search is limited to what its caller may read: the caller's
+    principals replace whatever the filters held (clients cannot set them)."""
+    return replace(filters or SearchFilters(), principals=caller.principal_list)
+
+
+def owns(caller: Caller, owner: str | None) -> bool:
+    """Whether a caller may see a private record (a conversation) owned by ``owner``:
+    their own or an unowned one. Conversations stay private from administrators too;
+    only the implicit single user (no name) sees every one."""
+    return owner is None or caller.name is None or owner == caller.name
+
+
+def may_manage(caller: Caller, owner: str | None) -> bool:
+    """Whether a caller may see and control an operational record (a job) owned by
+    ``owner``: their own, or any when unrestricted (administrators, the CLI). Unowned
+    jobs (queued by the CLI) are the operators'."""
+    return caller.unrestricted or (owner is not None and owner == caller.name)
+
+
+# Session ids are at most this long in the catalog; longer page ids are stored by digest.
+ROOM_ID_MAX = 64
+
+
+def room_id(caller: Caller, page_id: str, owner_of: Callable[[str], str | None]) -> str:
+    """The stored conversation of a client-named room (a legacy ``page_id``).
+
+    Each named caller names rooms in a namespace of their own: another caller's page id
+    is simply a different room, so page ids can be neither probed nor claimed ahead of
+    their owner. A conversation the caller already owns under that very id (one of their
+    native sessions, or a room from before namespaces) is used as it is. The implicit
+    single user (no name) uses the page id itself, as the earlier service did.
+    """
+    if len(page_id) <= ROOM_ID_MAX and (caller.name is None or owner_of(page_id) == caller.name):
+        return page_id
+    digest = hashlib.sha256(f"{caller.name or ''}\x00{page_id}".encode()).hexdigest()[:40]
+    return f"lg_{digest}"

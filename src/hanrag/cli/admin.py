@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from hanrag.cli.main import console, documents_app, engine_session, print_json, run
+from hanrag.auth.access import SYSTEM
+from hanrag.cli.common import console, documents_app, engine_session, print_json, run
 from hanrag.errors import InvalidInputError
 
 db_app = typer.Typer(help="Database schema and the first administrator.", no_args_is_help=True)
@@ -35,7 +36,7 @@ def db_upgrade() -> None:
     from hanrag.store.migrate import head_revision, upgrade
 
     def work() -> tuple[str | None, str | None]:
-        from hanrag.cli.main import settings
+        from hanrag.cli.common import settings
 
         loaded = settings()
         loaded.data_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +308,7 @@ def documents_acl(
 
     def work() -> Any:
         with engine_session() as engine:
-            return engine.set_document_acl(document, acl, actor="cli")
+            return engine.set_document_acl(document, acl, caller=SYSTEM)
 
     row = run(work)
     console.print(f"{row.title}: readable by {', '.join(row.acl)}")
@@ -326,7 +327,7 @@ def index_migrate(
     """Copy the local index into Milvus without re-embedding (vectors and Kiwi tokens are reused)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hanrag.cli.main import err_console, settings
+    from hanrag.cli.common import err_console, settings
 
     def work() -> dict[str, Any]:
         if to != "milvus":

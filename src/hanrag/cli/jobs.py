@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from hanrag.cli.main import console, engine_session, print_json, run, settings
+from hanrag.cli.common import console, engine_session, print_json, run, settings
 from hanrag.errors import NotFoundError
 
 jobs_app = typer.Typer(help="Background jobs: list, show, cancel, pause, resume.", no_args_is_help=True)

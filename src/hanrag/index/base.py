@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -94,7 +95,18 @@ class Index(Protocol):
 
     def get_chunks(self, chunk_ids: list[str]) -> list[Chunk]: ...
 
-    def document_chunk_counts(self) -> dict[str, int]: ...
+    def document_chunks(self, document_id: str) -> list[Chunk]:
+        """A document's chunks in order of position (none for an unknown document)."""
+        ...
+
+    def document_chunk_counts(self) -> dict[str, int]:
+        """Every stored document's id and number of chunks."""
+        ...
+
+    def export_documents(self) -> Iterator[DocumentChunks]:
+        """Every document with its chunks (in order), their stored tokens and vectors, as
+        :meth:`upsert_documents` takes them: what an index migration copies."""
+        ...
 
     def metadata_keys(self, principals: list[str] | None = None) -> set[str]:
         """Metadata keys of live documents; with ``principals``, of those they may read only

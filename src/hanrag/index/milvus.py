@@ -44,6 +44,7 @@ from hanrag.embed.base import Vectors
 from hanrag.errors import BackendError, ConfigError
 from hanrag.index.base import DocumentChunks, IndexedChunk, IndexQuery, IndexStats, check_metadata_keys
 from hanrag.index.fusion import FloatArray, fuse, top_k_indices
+from hanrag.index.milvus_terms import acl_terms, decode_tokens, encode_principal, encode_tokens
 
 COLLECTION = "hanrag_chunks"
 _SCALARS = [
@@ -65,27 +66,6 @@ _MAX_TEXT = 65535
 _QUERY_LIMIT = 16384  # the most rows one Milvus query may return
 _ROW_BATCH = 1000  # rows fetched or rewritten per call when a document's rows are read whole
 _NO_PAGE = -1
-
-
-def encode_tokens(tokens: list[str]) -> str:
-    """Kiwi tokens as one ASCII word each.
-
-    Milvus's analysers (``standard``; milvus-lite has no whitespace one) would
-    split Korean tokens again at script and digit boundaries ("1년" -> "1", "년")
-    and fold case; a hex word is taken as exactly one term.
-    """
-    return " ".join("k" + token.encode("utf-8")[:100].hex() for token in tokens if token)
-
-
-def encode_principal(principal: str) -> str:
-    """A principal as one hex word: no LIKE wildcard, no separator inside."""
-    return "p" + principal.encode("utf-8").hex()
-
-
-def acl_terms(acl: list[str]) -> str:
-    """The ACL as space-delimited hex words, with a space at both ends so that
-    ``like "% word %"`` matches whole words only."""
-    return " " + " ".join(encode_principal(p) for p in acl) + " "
 
 
 def _skip_per_character_string_check() -> None:
@@ -521,6 +501,22 @@ class MilvusIndex:
         with self._lock:
             chunks = [self._to_chunk(r) for rows in self._document_rows(document_id, _SCALARS) for r in rows]
         return sorted(chunks, key=lambda c: c.position)
+
+    def export_documents(self) -> Iterator[DocumentChunks]:
+        """Every document with its chunks, stored tokens and vectors (for index migrations)."""
+        fields = [*_SCALARS, "dense", "morphemes", "bigrams"]
+        for document_id in sorted(self.document_chunk_counts()):
+            with self._lock:
+                rows = [row for rows in self._document_rows(document_id, fields) for row in rows]
+            rows.sort(key=lambda row: int(row["position"]))
+            if rows:
+                chunks = [
+                    IndexedChunk(
+                        self._to_chunk(r), decode_tokens(r["morphemes"]), decode_tokens(r["bigrams"])
+                    )
+                    for r in rows
+                ]
+                yield document_id, chunks, np.asarray([r["dense"] for r in rows], dtype=np.float32)
 
     def iterate_rows(self, batch_size: int = 1000) -> Any:
         """Every stored row with its vector (for migrations)."""

@@ -5,135 +5,56 @@ transaction, and the catalog records the new content hash only after that
 commit, so an interrupted run is simply redone by the next one. An unchanged
 file (same size and modification time, or same bytes) is neither parsed nor
 embedded again; a failure on one file is recorded and the batch goes on.
+
+Every batch (the CLI's ingest and sync, an ingestion job of server paths or of
+uploaded files) is one :meth:`IngestPipeline.run` of an
+:class:`~hanrag.ingest.model.IngestRequest`: its plan, then one outcome per file,
+with a stop check (a job's pause or cancel) between files.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
+from hanrag.auth.access import SYSTEM, Caller, check_grant, may_read
+from hanrag.cancellation import raise_if_cancelled
 from hanrag.domain import Chunk, to_epoch
 from hanrag.embed.manager import CachingEmbedder
 from hanrag.errors import HanragError, InvalidInputError, ParseError
 from hanrag.index.base import Index, IndexedChunk
 from hanrag.ingest.chunking import Chunker, chunk_id
-from hanrag.ingest.parsers.registry import parse_bytes, read_limited, supported_extensions
+from hanrag.ingest.discovery import AclResolver, discover
+from hanrag.ingest.model import (
+    FileOutcome,
+    IngestPlan,
+    IngestReport,
+    IngestRequest,
+    OutcomeStatus,
+    ProgressCallback,
+    not_found,
+)
+from hanrag.ingest.parsers.budget import ParseLimits
+from hanrag.ingest.parsers.registry import parse_bytes, read_limited
+from hanrag.ingest.uploads import UploadStore, upload_file_name, upload_source
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens_many
 from hanrag.settings import Settings
 from hanrag.store.catalog import Catalog
 
 log = logging.getLogger("hanrag.ingest")
 
-OutcomeStatus = Literal["added", "updated", "unchanged", "acl_updated", "failed", "removed", "skipped"]
-
-
-@dataclass(slots=True)
-class FileOutcome:
-    source: str
-    status: OutcomeStatus
-    document_id: str | None = None
-    chunks: int = 0
-    error_code: str | None = None
-    error: str | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "source": self.source,
-            "status": self.status,
-            "document_id": self.document_id,
-            "chunks": self.chunks,
-            "error_code": self.error_code,
-            "error": self.error,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass(slots=True)
-class IngestReport:
-    outcomes: list[FileOutcome] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for outcome in self.outcomes:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        return counts
-
-    @property
-    def failures(self) -> list[FileOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "counts": self.counts(),
-            "chunks": sum(o.chunks for o in self.outcomes),
-            "seconds": round(self.seconds, 3),
-            "files": [o.as_dict() for o in self.outcomes],
-        }
-
-
-ProgressCallback = Callable[[int, int, FileOutcome], None]
+# Asked before each file of a run: True ends the run there (a job's pause or cancel).
+StopCheck = Callable[[], bool]
 
 
 def document_id_for(source_type: str, source: str) -> str:
     """Stable id from where the document came from: re-ingesting replaces it."""
     return hashlib.sha256(f"{source_type}:{source}".encode()).hexdigest()[:24]
-
-
-def _matches(path: Path, root: Path, patterns: Iterable[str]) -> bool:
-    relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
-    candidates = (relative, path.name, path.as_posix())
-    return any(
-        fnmatch.fnmatch(candidate, pattern) or fnmatch.fnmatch(candidate, pattern.removeprefix("**/"))
-        for pattern in patterns
-        for candidate in candidates
-    )
-
-
-def discover(
-    paths: Iterable[Path], include: list[str], exclude: list[str]
-) -> tuple[list[Path], list[Path], list[Path]]:
-    """Files to ingest, files skipped (unsupported extension inside a folder), and missing paths.
-
-    A file named explicitly is always tried (and fails clearly if unsupported);
-    inside folders only files with a supported extension are taken.
-    """
-    extensions = set(supported_extensions())
-    found: dict[Path, None] = {}
-    skipped: list[Path] = []
-    missing: list[Path] = []
-    for raw in paths:
-        path = raw.expanduser()
-        if path.is_file():
-            if not exclude or not _matches(path, path.parent, exclude):
-                found[path.resolve()] = None
-            continue
-        if not path.is_dir():
-            missing.append(path)
-            continue
-        root = path.resolve()
-        for directory, subdirs, files in os.walk(root):
-            subdirs.sort()
-            for name in sorted(files):
-                file_path = Path(directory) / name
-                if exclude and _matches(file_path, root, exclude):
-                    continue
-                if include and not _matches(file_path, root, include):
-                    continue
-                if file_path.suffix.lower() not in extensions:
-                    skipped.append(file_path)
-                    continue
-                found[file_path] = None
-    return list(found), skipped, missing
 
 
 class IngestPipeline:
@@ -144,57 +65,30 @@ class IngestPipeline:
         index: Index,
         embedder: CachingEmbedder,
         chunker: Chunker,
+        uploads: UploadStore | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.index = index
         self.embedder = embedder
         self.chunker = chunker
-        # Directory -> ACL from its ACL file (None: no file there); cleared per batch.
-        self._acl_files: dict[Path, list[str] | None] = {}
+        self.uploads = uploads or UploadStore(settings.data_dir)
+        self.acls = AclResolver(settings.ingest)
 
-    def acl_from_file(self, path: Path) -> list[str] | None:
-        """Principals from the nearest ACL file in the file's directory or above it."""
-        name = self.settings.ingest.acl_file_name
-        for directory in path.resolve().parents:
-            if directory in self._acl_files:
-                found = self._acl_files[directory]
-            else:
-                candidate = directory / name
-                found = None
-                if candidate.is_file():
-                    lines = candidate.read_text(encoding="utf-8", errors="replace").splitlines()
-                    entries = [line.split("#", 1)[0].strip() for line in lines]
-                    try:
-                        found = validate_acl([e for e in entries if e])
-                    except InvalidInputError as exc:
-                        raise InvalidInputError(
-                            f"{candidate}: {exc.message}", code="invalid_acl", field="acl"
-                        ) from exc
-                self._acl_files[directory] = found
-            if found is not None:
-                return found
-        return None
-
-    def acl_from_metadata(self, metadata: dict[str, str] | None) -> list[str] | None:
-        mapping = self.settings.ingest.acl_from_metadata
-        principals = [
-            template.format(value=metadata[key])
-            for key, template in mapping.items()
-            if metadata and metadata.get(key)
-        ]
-        return validate_acl(principals) if principals else None
-
-    def resolve_acl(
-        self, path: Path | None, explicit: list[str] | None, metadata: dict[str, str] | None
-    ) -> list[str]:
-        """Explicit ACL, else the nearest ACL file, else the metadata mapping, else the default."""
-        if explicit is not None:
-            return validate_acl(explicit)
-        from_file = self.acl_from_file(path) if path is not None else None
-        if from_file is not None:
-            return from_file
-        return self.acl_from_metadata(metadata) or validate_acl(self.settings.ingest.default_acl)
+    def permitted(self, path: Path, principals: list[str] | None) -> bool:
+        """Whether a caller may ingest (and hear of) a server-side file: they must be able
+        to read the document it would replace, or, for a new one, the document as its
+        owner labelled it (its ACL file, else the default). Nobody re-labels, replaces or
+        lists documents they cannot read by naming their files."""
+        if principals is None:
+            return True
+        existing = self.catalog.get(document_id_for("file", str(path.resolve())))
+        if existing is not None and existing.status == "indexed":
+            return may_read(principals, existing.acl)
+        try:
+            return may_read(principals, self.acls.natural(path))
+        except InvalidInputError:
+            return False  # a broken ACL file: only an unrestricted caller hears of it
 
     @property
     def max_bytes(self) -> int:
@@ -214,10 +108,19 @@ class IngestPipeline:
         date_override: datetime | None,
         metadata: dict[str, str],
     ) -> tuple[list[IndexedChunk], str, str, datetime, dict[str, str]]:
-        parsed = parse_bytes(data, filename)
+        parsed = parse_bytes(data, filename, limits=ParseLimits.from_settings(self.settings.ingest))
         drafts = self.chunker.split(parsed)
         if not drafts:
             raise ParseError(f"{filename}: no text could be extracted", code="no_text")
+        limit = self.settings.ingest.max_chunks_per_document
+        if len(drafts) > limit:
+            # Before anything is analysed or embedded: one upload must not hold the model
+            # (and the other uploads behind it) for an hour.
+            raise ParseError(
+                f"{filename}: {len(drafts):,} chunks, more than the limit of {limit:,} per document "
+                "(ingest.max_chunks_per_document)",
+                code="too_many_chunks",
+            )
         title = (parsed.title or Path(filename).stem).strip()
         date = date_override or parsed.date or fallback_date
         epoch = to_epoch(date)
@@ -265,14 +168,28 @@ class IngestPipeline:
         file_size: int | None = None,
         mtime_ns: int | None = None,
         force: bool = False,
+        principals: list[str] | None = None,
     ) -> FileOutcome:
-        """Ingest one document's bytes; ``force`` re-parses even unchanged content (re-index)."""
+        """Ingest one document's bytes; ``force`` re-parses even unchanged content (re-index).
+
+        ``principals`` are the caller's (None: unrestricted): a document they cannot read
+        is never replaced or re-labelled, and an explicit ACL holds only principals they hold.
+        """
         started = time.perf_counter()
-        acl = self.resolve_acl(None, acl, metadata)
+        acl = self.acls.resolve(None, acl, metadata, principals=principals)
         metadata = dict(metadata or {})
         document_id = document_id_for(source_type, source)
         digest = hashlib.sha256(data).hexdigest()
         existing = self.catalog.get(document_id)
+        if existing is not None and existing.status == "indexed" and not may_read(principals, existing.acl):
+            return FileOutcome(
+                source,
+                "failed",
+                document_id,
+                error_code="not_permitted",
+                error="you may not replace a document you cannot read",
+                seconds=time.perf_counter() - started,
+            )
         unchanged = (
             existing is not None
             and existing.status == "indexed"
@@ -306,7 +223,14 @@ class IngestPipeline:
                 date_override=date_override,
                 metadata=metadata,
             )
-            vectors = self.embedder.embed_passages([c.chunk.embedding_text for c in chunks])
+            raise_if_cancelled()  # the request gave up: embed nothing, write nothing
+            # In small batches, each behind any waiting query (see hanrag.embed.manager).
+            vectors = self.embedder.embed_passages(
+                [c.chunk.embedding_text for c in chunks],
+                batch_size=self.settings.embed.ingest_batch_size,
+                batch_tokens=self.settings.embed.ingest_batch_tokens,
+            )
+            raise_if_cancelled()
             self.catalog.upsert(
                 document_id,
                 source=source,
@@ -367,9 +291,12 @@ class IngestPipeline:
         date_override: datetime | None = None,
         metadata: dict[str, str] | None = None,
         known: dict[str, tuple[str, int | None, int | None, str | None]] | None = None,
+        principals: list[str] | None = None,
     ) -> FileOutcome:
         started = time.perf_counter()
         source = str(path.resolve())
+        if not self.permitted(path, principals):
+            return not_found(path)  # told exactly like a file that is not there (see ``permitted``)
         try:
             stat = path.stat()
         except OSError as exc:
@@ -381,8 +308,8 @@ class IngestPipeline:
             )
         state = (known if known is not None else self.catalog.file_states()).get(source)
         try:
-            wanted_acl = self.resolve_acl(path, acl, metadata)
-        except InvalidInputError as exc:
+            wanted_acl = self.acls.resolve(path, acl, metadata, principals=principals)
+        except HanragError as exc:
             return FileOutcome(source, "failed", error_code=exc.code, error=exc.message)
         if (
             state is not None
@@ -428,73 +355,143 @@ class IngestPipeline:
             metadata=metadata,
             file_size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
+            principals=principals,
         )
 
-    # ---------------------------------------------------------------- batches
-
-    def ingest_paths(
+    def ingest_upload(
         self,
-        paths: list[Path],
+        data: bytes,
+        filename: str,
         *,
-        include: list[str] | None = None,
-        exclude: list[str] | None = None,
+        caller: Caller,
         acl: list[str] | None = None,
-        date_override: datetime | None = None,
         metadata: dict[str, str] | None = None,
+        date_override: datetime | None = None,
+    ) -> FileOutcome:
+        """Ingest uploaded bytes, kept (see :mod:`hanrag.ingest.uploads`) so that the document
+        can be re-indexed. The same file name uploaded again replaces the document, only the
+        same uploader's (:func:`upload_source`); an explicit ACL holds only principals the
+        caller holds."""
+        name = upload_file_name(filename)
+        source = upload_source(caller.name, name)
+        with self.uploads.incoming(data) as staged:
+            outcome = self.ingest_bytes(
+                data,
+                name,
+                source=source,
+                source_type="upload",
+                acl=acl,
+                metadata=metadata,
+                date_override=date_override,
+                file_size=len(data),
+                principals=caller.principal_list,
+            )
+            if outcome.status != "failed":
+                self.uploads.keep(staged, document_id_for("upload", source), name)
+        return outcome
+
+    # ------------------------------------------------------------------- runs
+
+    def plan(self, request: IngestRequest, principals: list[str] | None) -> IngestPlan:
+        """The files of a request, less those the caller (``principals``; None: anyone) may
+        not read: those are neither ingested nor reported, a named one is told like a
+        missing one, and the totals count only what they may read."""
+        if request.upload is not None:
+            return IngestPlan(self.uploads.batch_files(request.upload))
+        settings = self.settings.ingest
+        files, skipped, missing = discover(
+            request.paths,
+            request.include if request.include is not None else settings.include,
+            # ACL files configure ingestion; they are not documents.
+            [*(request.exclude or []), *settings.exclude, settings.acl_file_name],
+        )
+        if principals is not None:
+            readable = [p for p in files if self.permitted(p, principals)]
+            kept = set(readable)
+            named = {p.expanduser().resolve() for p in request.paths}
+            missing += [p for p in files if p.resolve() in named and p not in kept]
+            files, skipped = readable, [p for p in skipped if self.permitted(p, principals)]
+        return IngestPlan(files, skipped, missing)
+
+    def run(
+        self,
+        request: IngestRequest,
+        *,
+        caller: Caller,
+        should_stop: StopCheck | None = None,
+        done: Collection[str] = (),
+    ) -> Iterator[IngestPlan | FileOutcome]:
+        """One ingestion, step by step: its plan first, then each planned file's outcome, in
+        the plan's order; the index is refreshed when the last file is done.
+
+        ``caller``: whose principals limit what is found, replaced and granted (None: all);
+        ``should_stop`` is asked before each file: true ends the run there (a job's pause
+        or cancel); ``done``: planned files (``str(path)``) that an earlier attempt of the
+        same request finished, not done again. A bad request (an invalid ACL, or one the
+        caller may not grant) fails before any file is touched.
+        """
+        principals = caller.principal_list
+        acl = check_grant(principals, request.acl) if request.acl is not None else None
+        self.acls.clear()  # ACL files are read afresh by each run
+        plan = self.plan(request, principals)
+        yield plan
+        upload = request.upload
+        known = self.catalog.file_states() if upload is None else {}
+        for path in plan.files:
+            if str(path) in done:
+                continue
+            if should_stop is not None and should_stop():
+                return
+            if upload is not None:
+                outcome = self.ingest_upload(
+                    path.read_bytes(),
+                    upload.names.get(path.name, path.name),  # the uploaded name
+                    caller=caller,
+                    acl=acl,
+                    metadata=request.metadata,
+                    date_override=request.date_override,
+                )
+            else:
+                outcome = self.ingest_file(
+                    path,
+                    acl=acl,
+                    date_override=request.date_override,
+                    metadata=request.metadata,
+                    known=known,
+                    principals=principals,
+                )
+            outcome.path = str(path)
+            yield outcome
+        self.index.refresh()
+
+    def ingest(
+        self,
+        request: IngestRequest,
+        *,
+        caller: Caller,
         on_start: Callable[[int], None] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        started = time.perf_counter()
-        acl = validate_acl(acl) if acl is not None else None  # bad input fails before any file is touched
-        self._acl_files.clear()
-        files, skipped, missing = discover(
-            paths,
-            include if include is not None else self.settings.ingest.include,
-            # ACL files configure ingestion; they are not documents.
-            [*(exclude or []), *self.settings.ingest.exclude, self.settings.ingest.acl_file_name],
+        """A whole run as one report: the missing and skipped paths, then each file's outcome."""
+        return IngestReport.of_run(
+            self.run(request, caller=caller), on_start=on_start, on_progress=on_progress
         )
-        report = IngestReport()
-        for path in missing:
-            report.outcomes.append(
-                FileOutcome(
-                    str(path), "failed", error_code="not_found", error=f"{path}: no such file or directory"
-                )
-            )
-        report.outcomes.extend(
-            FileOutcome(str(p), "skipped", error_code="unsupported_format") for p in skipped
-        )
-        if on_start:
-            on_start(len(files))
-        known = self.catalog.file_states()
-        for done, path in enumerate(files, start=1):
-            outcome = self.ingest_file(
-                path, acl=acl, date_override=date_override, metadata=metadata, known=known
-            )
-            report.outcomes.append(outcome)
-            if on_progress:
-                on_progress(done, len(files), outcome)
-        self.index.refresh()
-        report.seconds = time.perf_counter() - started
-        return report
 
     def sync(
         self,
-        directory: Path,
+        request: IngestRequest,
         *,
-        include: list[str] | None = None,
-        exclude: list[str] | None = None,
-        acl: list[str] | None = None,
         on_start: Callable[[int], None] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        """Mirror a directory: add new files, update changed ones, remove vanished ones."""
-        if not directory.is_dir():
-            raise InvalidInputError(
-                f"{directory}: not a directory", code="not_a_directory", field="directory"
-            )
-        report = self.ingest_paths(
-            [directory], include=include, exclude=exclude, acl=acl, on_start=on_start, on_progress=on_progress
-        )
+        """Mirror a directory (the request's one path): add new files, update changed ones,
+        remove the documents of vanished ones. An operator's command: it runs unrestricted
+        (a caller's hidden files would otherwise count as vanished)."""
+        directory = request.paths[0] if len(request.paths) == 1 and request.upload is None else None
+        if directory is None or not directory.is_dir():
+            shown = directory or ", ".join(str(p) for p in request.paths) or "no path"
+            raise InvalidInputError(f"{shown}: not a directory", code="not_a_directory", field="directory")
+        report = self.ingest(request, caller=SYSTEM, on_start=on_start, on_progress=on_progress)
         present = {o.source for o in report.outcomes if o.status != "skipped"}
         prefix = str(directory.resolve()) + os.sep
         for source, document_id in self.catalog.sources_under(prefix).items():
@@ -509,28 +506,3 @@ class IngestPipeline:
         removed = self.index.delete_document(document_id)
         self.catalog.delete(document_id)
         return removed
-
-
-def validate_acl(acl: list[str]) -> list[str]:
-    """ACL entries are ``public``, ``user:NAME`` or ``group:NAME``."""
-    cleaned: list[str] = []
-    for entry in acl:
-        entry = entry.strip()
-        kind, _, name = entry.partition(":")
-        kind = kind.strip().lower()
-        # User and group names are stored lower-cased; principals must match them.
-        entry = "public" if entry.lower() == "public" else f"{kind}:{name.strip().lower()}"
-        if entry == "public" or (kind in ("user", "group") and name.strip()):
-            if entry not in cleaned:
-                cleaned.append(entry)
-            continue
-        raise InvalidInputError(
-            f"invalid ACL entry {entry!r}: use 'public', 'user:NAME' or 'group:NAME'",
-            code="invalid_acl",
-            field="acl",
-        )
-    if not cleaned:
-        raise InvalidInputError(
-            "the ACL is empty: give at least one principal", code="invalid_acl", field="acl"
-        )
-    return cleaned

@@ -14,12 +14,11 @@ import functools
 import logging
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hanrag.auth.access import Caller
 from hanrag.domain import SearchFilters
 from hanrag.errors import (
     BackendError,
@@ -43,6 +42,11 @@ _PERMANENT = (InvalidInputError, NotFoundError, ParseError, ForbiddenError)
 _TRANSIENT_FILE_CODES = frozenset(
     {"embedding_backend_unavailable", "embedding_backend_error", "index_unavailable", "backend_error"}
 )
+
+
+def caller_of(record: JobRecord) -> Caller:
+    """The caller a job runs for: who submitted it, with the principals they had then."""
+    return Caller.of(record.principal, record.principals)
 
 
 class TransientJobError(Exception):
@@ -71,8 +75,6 @@ class _Paused:
 
 PAUSED = _Paused()
 
-UPLOAD_BATCHES = "upload-batches"  # staging folders of uploaded ingestion batches, in the data dir
-
 
 def discard_upload_batch(engine: Engine, record: JobRecord) -> None:
     """Remove an ended upload job's staging folder (each ingested document keeps its own
@@ -82,15 +84,8 @@ def discard_upload_batch(engine: Engine, record: JobRecord) -> None:
 
 
 def _remove_upload_staging(engine: Engine, record: JobRecord) -> None:
-    """Only a folder directly under the data directory's upload-batches folder is ever
-    removed, whatever the payload says."""
-    folder = record.payload.get("upload_dir") if record.kind == "ingest" else None
-    if not folder:
-        return
-    root = (engine.settings.data_dir / UPLOAD_BATCHES).resolve()
-    path = Path(folder).resolve()
-    if path.parent == root:
-        shutil.rmtree(path, ignore_errors=True)
+    if record.kind == "ingest":
+        engine.uploads.discard_batch(record.payload.get("upload_dir"))
 
 
 async def _store(store: JobStore, job_id: str, **fields: Any) -> JobRecord | None:
@@ -139,21 +134,14 @@ async def _send_callback(engine: Engine, store: JobStore, record: JobRecord) -> 
 
 async def _ask(engine: Engine, record: JobRecord) -> dict[str, Any]:
     from hanrag.answer.engine import AskOptions
-    from hanrag.api.schemas import FiltersIn
 
     payload = record.payload
-    filters = (
-        FiltersIn.model_validate(payload["filters"]).to_filters(record.principals)
-        if payload.get("filters")
-        else (SearchFilters(principals=record.principals) if record.principals is not None else None)
-    )
     session_id = payload.get("session_id")
     result = await engine.ask_result(
         payload["question"],
+        caller=caller_of(record),
         session_id=session_id,
-        principal=record.principal,
-        principals=record.principals,
-        filters=filters,
+        filters=SearchFilters.from_payload(payload.get("search_filters")),
         # Without a session the turn is not stored: a re-run after a crash then has no second effect.
         options=AskOptions(
             rag=payload.get("rag", True), k=payload.get("k"), history=None if session_id else []
@@ -186,84 +174,52 @@ async def _until_cancelled(
 
 
 async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[str, Any] | _Paused | None:
-    """Files one by one with progress; pause and cancel are honoured between files
-    (``None``: cancelled; :data:`PAUSED`: the attempt ended paused)."""
-    from hanrag.auth.access import check_grant
-    from hanrag.ingest.pipeline import discover
+    """The job's request run by the one ingestion loop, with progress after each file; pause
+    and cancel are honoured between files (``None``: cancelled; :data:`PAUSED`: the attempt
+    ended paused). Files an earlier attempt finished are not done again."""
+    from hanrag.ingest.model import IngestPlan, IngestRequest
 
-    payload = record.payload
-    pipeline = engine.pipeline
-    principals = record.principals
-    acl = check_grant(principals, payload["acl"]) if payload.get("acl") else None
-    upload_dir = Path(payload["upload_dir"]) if payload.get("upload_dir") else None
-    if upload_dir is not None:
-        files: list[Path] = (
-            sorted(p for p in upload_dir.iterdir() if p.is_file()) if upload_dir.is_dir() else []
-        )
-        skipped: list[Path] = []
-        missing: list[Path] = []
-    else:
-        files, skipped, missing = await asyncio.to_thread(
-            discover,
-            [Path(p) for p in payload["paths"]],
-            payload.get("include") or engine.settings.ingest.include,
-            [
-                *(payload.get("exclude") or []),
-                *engine.settings.ingest.exclude,
-                engine.settings.ingest.acl_file_name,
-            ],
-        )
-        if principals is not None:
-            # Files the caller may not read are neither ingested nor reported: a named one
-            # is told like a missing one, and the totals count only what they may read.
-            def permitted(paths: list[Path]) -> list[Path]:
-                return [p for p in paths if pipeline.permitted(p, principals)]
-
-            all_files = files
-            files = await asyncio.to_thread(permitted, all_files)
-            skipped = await asyncio.to_thread(permitted, skipped)
-            named = {Path(p).expanduser().resolve() for p in payload["paths"]}
-            missing += [p for p in all_files if p.resolve() in named and p not in files]
-    if missing and not files:
-        raise InvalidInputError(
-            f"no such file or directory: {', '.join(str(m) for m in missing)}", field="paths"
-        )
-    known = await asyncio.to_thread(engine.catalog.file_states)
+    request = IngestRequest.from_payload(record.payload)
     done_sources = set(record.progress.get("done_sources", []))
     counts: dict[str, int] = dict(record.progress.get("counts", {}))
     failures: list[dict[str, Any]] = list(record.progress.get("failures", []))
     chunks = int(record.progress.get("chunks", 0))
-    started = time.monotonic()
-    processed_now = 0
-    for path in files:
-        if str(path) in done_sources:  # finished by an earlier attempt of this job
-            continue
-        current = await asyncio.to_thread(store.get, record.id)
+    stopped: list[_Paused | None] = []
+
+    def should_stop() -> bool:
+        """Asked in the run's thread before each file."""
+        current = store.get(record.id)
         if current is not None and current.control == "pause":
             # Pausing ends the attempt and frees the worker (and its time limit); the
             # progress is kept and a resume queues the job again. Only while the pause is
             # still asked for: a resume that came in between keeps the job running.
-            paused, current = await asyncio.to_thread(
-                store.update_if,
+            paused, current = store.update_if(
                 record.id,
                 lambda data: data.get("control") == "pause",
                 state="paused",
                 attempts=max(0, record.attempts - 1),
             )
             if paused:
-                return PAUSED
+                stopped.append(PAUSED)
+                return True
         if current is None or current.control == "cancel":
-            return None
-        if upload_dir is not None:
-            data = await asyncio.to_thread(path.read_bytes)
-            name = payload.get("names", {}).get(path.name, path.name)
-            outcome = await asyncio.to_thread(
-                engine.ingest_upload, data, name, acl=acl, owner=record.principal, principals=principals
-            )
-        else:
-            outcome = await asyncio.to_thread(
-                pipeline.ingest_file, path, acl=acl, known=known, principals=principals
-            )
+            stopped.append(None)
+            return True
+        return False
+
+    run = engine.pipeline.run(
+        request, caller=caller_of(record), should_stop=should_stop, done=frozenset(done_sources)
+    )
+    plan = await asyncio.to_thread(next, run, None)
+    assert isinstance(plan, IngestPlan)
+    if plan.missing and not plan.files:
+        raise InvalidInputError(
+            f"no such file or directory: {', '.join(str(m) for m in plan.missing)}", field="paths"
+        )
+    started = time.monotonic()
+    processed_now = 0
+    while (outcome := await asyncio.to_thread(next, run, None)) is not None:
+        assert not isinstance(outcome, IngestPlan)
         if outcome.status == "failed" and outcome.error_code in _TRANSIENT_FILE_CODES:
             raise BackendError(outcome.error or "a backend failed", code=outcome.error_code)
         processed_now += 1
@@ -271,31 +227,32 @@ async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[st
         chunks += outcome.chunks if outcome.status in ("added", "updated") else 0
         if outcome.status == "failed":
             failures.append({"source": outcome.source, "code": outcome.error_code, "error": outcome.error})
-        done_sources.add(str(path))
+        done_sources.add(outcome.path or outcome.source)
         elapsed = time.monotonic() - started
-        remaining = len(files) - len(done_sources)
+        remaining = len(plan.files) - len(done_sources)
         eta = elapsed / processed_now * remaining if processed_now else None
         await _store(
             store,
             record.id,
             progress={
                 "files_done": len(done_sources),
-                "files_total": len(files),
+                "files_total": len(plan.files),
                 "chunks": chunks,
                 "counts": counts,
                 "failures": failures[-100:],
-                "skipped": len(skipped),
+                "skipped": len(plan.skipped),
                 "eta_seconds": None if eta is None else round(eta, 1),
                 "done_sources": sorted(done_sources),
             },
         )
-    await asyncio.to_thread(engine.index.refresh)
+    if stopped:
+        return stopped[0]
     return {
-        "files": len(files),
+        "files": len(plan.files),
         "counts": counts,
         "chunks": chunks,
         "failures": failures,
-        "skipped": len(skipped),
+        "skipped": len(plan.skipped),
     }
 
 

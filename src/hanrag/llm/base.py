@@ -1,4 +1,6 @@
-"""Generator port: numbered sources + question (+ memory) in, streamed answer text out."""
+"""Generator port: a ready prompt (chat messages) and the numbered sources in, streamed
+answer text out. The answer layer builds every text a generator is given; nothing here
+knows the prompts."""
 
 from __future__ import annotations
 
@@ -34,13 +36,25 @@ class GenerationOptions:
     stop: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class FixedReplies:
+    """What a generator that cannot compose text (the extractive one) answers when it
+    has nothing to quote; the answer layer sets them, like every other text."""
+
+    not_found: str = ""  # no sentence of the sources answers the question
+    no_sources: str = ""  # retrieval found nothing
+    no_rag: str = ""  # asked to answer without retrieval
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     question: str
     sources: list[Source]
-    history: list[Turn] = field(default_factory=list)
+    # The chat prompt for a language model (system rules, memory, sources + question).
+    messages: list[Turn] = field(default_factory=list)
     rag: bool = True
     options: GenerationOptions = field(default_factory=GenerationOptions)
+    replies: FixedReplies = field(default_factory=FixedReplies)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@ bigrams, weighted by their rarity among the candidate sentences), by whether it
 holds the kind of thing the question asks for (a number for 몇/얼마, a date for
 언제, a name for 누구 ...), and by its passage's rank. The best sentences are
 returned in document order, each cited as [n]; when no sentence shares a
-content word with the question the answer says so plainly.
+content word with the question the answer says so plainly, in the words the request's
+``replies`` give (the answer layer sets them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from hanrag.answer.prompts import EXTRACTIVE_NO_RAG_ANSWER, NO_SOURCES_ANSWER, NOT_FOUND_ANSWER
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many, sentences
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Source, Turn
 from hanrag.lru import LruCache
@@ -233,17 +233,17 @@ class ExtractiveGenerator:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if not request.rag:
-            yield GenerationChunk(EXTRACTIVE_NO_RAG_ANSWER, finish_reason="stop")
+            yield GenerationChunk(request.replies.no_rag, finish_reason="stop")
             return
         if not request.sources:
-            yield GenerationChunk(NO_SOURCES_ANSWER, finish_reason="stop")
+            yield GenerationChunk(request.replies.no_sources, finish_reason="stop")
             return
         import asyncio
 
         loop = asyncio.get_running_loop()
         chosen = await loop.run_in_executor(_selection_pool(), self.select, request.question, request.sources)
         if not chosen:
-            yield GenerationChunk(NOT_FOUND_ANSWER, finish_reason="stop")
+            yield GenerationChunk(request.replies.not_found, finish_reason="stop")
             return
         for i, candidate in enumerate(chosen):
             separator = " " if i else ""

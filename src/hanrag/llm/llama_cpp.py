@@ -15,7 +15,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from hanrag.answer.prompts import answer_messages
 from hanrag.errors import ConfigError
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Turn, Usage
 
@@ -149,8 +148,7 @@ class LlamaCppGenerator:
             stop.set()  # a cancelled consumer stops the native loop at the next token
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        messages = answer_messages(request.question, request.sources, request.history, request.rag)
-        async for chunk in self._chat_stream(messages, request.options):
+        async for chunk in self._chat_stream(request.messages, request.options):
             yield chunk
 
     async def complete(self, messages: list[Turn], options: GenerationOptions) -> str:

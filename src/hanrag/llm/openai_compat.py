@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 
-from hanrag.answer.prompts import answer_messages
 from hanrag.errors import BackendError
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Turn, Usage
 
@@ -146,8 +145,7 @@ class OpenAICompatGenerator:
         return GenerationChunk(text=text, usage=usage, finish_reason=choice.get("finish_reason"))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        messages = answer_messages(request.question, request.sources, request.history, request.rag)
-        async for chunk in self.chat_stream(messages, request.options):
+        async for chunk in self.chat_stream(request.messages, request.options):
             yield chunk
 
     async def complete(self, messages: list[Turn], options: GenerationOptions) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from hanrag.auth.access import may_read
 from hanrag.store.db import create_schema, session_factory
 from hanrag.store.models import DocumentRow, utcnow
 
@@ -24,9 +23,9 @@ class Catalog:
         with self._sessions() as session:
             return session.get(DocumentRow, document_id)
 
-    def find(self, key: str, principals: list[str] | None = None) -> DocumentRow | None:
+    def find(self, key: str, readable: Callable[[DocumentRow], bool] | None = None) -> DocumentRow | None:
         """By document id, exact source path, or a file name that only one source ends with,
-        among the documents a caller with ``principals`` may read (None: all).
+        among the documents ``readable`` accepts (the caller's access rule; None: all).
 
         The same queries run whatever exists, and documents the caller may not read are
         dropped before the choice: a hidden document neither answers faster than a
@@ -42,9 +41,10 @@ class Catalog:
                         select(DocumentRow).where(DocumentRow.source.endswith("/" + key, autoescape=True))
                     )
                 )
-        by_id = by_id if by_id is not None and may_read(principals, by_id.acl) else None
-        visible_source = [row for row in by_source if may_read(principals, row.acl)]
-        visible_name = [row for row in by_name if may_read(principals, row.acl)]
+        visible = readable or (lambda _row: True)
+        by_id = by_id if by_id is not None and visible(by_id) else None
+        visible_source = [row for row in by_source if visible(row)]
+        visible_name = [row for row in by_name if visible(row)]
         if by_id is not None:
             return by_id
         if visible_source:

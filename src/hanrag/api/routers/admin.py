@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from hanrag.api.auth import client_ip, require
-from hanrag.api.deps import get_engine
+from hanrag.api.deps import CallerDep, get_engine
 from hanrag.auth.service import Identity
 
 router = APIRouter(tags=["admin"])
@@ -161,16 +161,9 @@ async def audit(
 
 @router.put("/documents/{document_id}/acl", tags=["documents"], summary="Change who may read a document")
 async def set_acl(
-    document_id: str, body: AclIn, request: Request, actor: Identity = require("editor")
+    document_id: str, body: AclIn, request: Request, caller: CallerDep, _: Identity = require("editor")
 ) -> Any:
-    from hanrag.api.routers.documents import _visible_or_404
-
-    row = await asyncio.to_thread(_visible_or_404, request, document_id)
     updated = await asyncio.to_thread(
-        get_engine(request).set_document_acl,
-        row.id,
-        body.acl,
-        actor=actor.username,
-        principals=actor.principals,
+        get_engine(request).set_document_acl, document_id, body.acl, caller=caller
     )
     return updated.as_dict()

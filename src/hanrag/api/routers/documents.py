@@ -10,23 +10,15 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 
 from hanrag.api import metrics
 from hanrag.api.auth import require
-from hanrag.api.deps import caller_name, caller_principals, get_engine, with_timeout
+from hanrag.api.deps import CallerDep, get_engine, with_timeout
 from hanrag.api.schemas import DocumentOut, DocumentPage, IngestOutcomeOut
-from hanrag.auth.access import may_read
 from hanrag.auth.service import Identity
 from hanrag.errors import InvalidInputError
-from hanrag.store.models import DocumentRow
 
 # Larger offsets overflow the database's 64-bit integers (that was a 500); no listing is that long.
 MAX_OFFSET = 1_000_000_000
 
 router = APIRouter(tags=["documents"])
-
-
-def _visible_or_404(request: Request, key: str) -> DocumentRow:
-    """The document, looked up among those the caller may read: a hidden one is answered
-    exactly like a missing one (see :meth:`Catalog.find`)."""
-    return get_engine(request).get_document(key, caller_principals(request))
 
 
 @router.post(
@@ -37,6 +29,7 @@ def _visible_or_404(request: Request, key: str) -> DocumentRow:
 )
 async def upload_document(
     request: Request,
+    caller: CallerDep,
     _editor: Annotated[Identity, require("editor")],
     file: Annotated[
         UploadFile, File(description="The document (PDF, DOCX, XLSX, HWP/HWPX, HTML, MD, TXT, CSV, JSON).")
@@ -69,8 +62,7 @@ async def upload_document(
             file.filename or "upload",
             acl=acl or None,
             metadata=meta,
-            owner=caller_name(request),
-            principals=caller_principals(request),
+            caller=caller,
         ),
     )
     metrics.INGESTED_DOCUMENTS.labels(outcome.status).inc()
@@ -88,40 +80,28 @@ async def upload_document(
 @router.get("/documents", response_model=DocumentPage, summary="List documents (paged)")
 async def list_documents(
     request: Request,
+    caller: CallerDep,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     status: Annotated[str | None, Query(pattern="^(indexed|failed|indexing)$")] = None,
 ) -> Any:
-    engine = get_engine(request)
-    principals = caller_principals(request)
-
-    def page() -> dict[str, Any]:
-        if principals is None:
-            rows = engine.catalog.list_documents(offset=offset, limit=limit, status=status)
-            total = engine.catalog.count(status)
-        else:
-            visible = [
-                r
-                for r in engine.catalog.list_documents(offset=0, limit=10**9, status=status)
-                if may_read(principals, r.acl)
-            ]
-            rows, total = visible[offset : offset + limit], len(visible)
-        return {"items": [r.as_dict() for r in rows], "total": total, "offset": offset, "limit": limit}
-
-    return await asyncio.to_thread(page)
+    rows, total = await asyncio.to_thread(
+        get_engine(request).document_page, caller=caller, offset=offset, limit=limit, status=status
+    )
+    return {"items": [r.as_dict() for r in rows], "total": total, "offset": offset, "limit": limit}
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut, summary="One document's catalog entry")
-async def get_document(document_id: str, request: Request) -> Any:
-    return (await asyncio.to_thread(_visible_or_404, request, document_id)).as_dict()
+async def get_document(document_id: str, request: Request, caller: CallerDep) -> Any:
+    row = await asyncio.to_thread(get_engine(request).get_document, document_id, caller=caller)
+    return row.as_dict()
 
 
 @router.delete("/documents/{document_id}", summary="Delete a document and its chunks")
 async def delete_document(
-    document_id: str, request: Request, _editor: Annotated[Identity, require("editor")]
+    document_id: str, request: Request, caller: CallerDep, _editor: Annotated[Identity, require("editor")]
 ) -> dict[str, Any]:
-    row = await asyncio.to_thread(_visible_or_404, request, document_id)
-    _, removed = await asyncio.to_thread(get_engine(request).delete_document, row.id)
+    row, removed = await asyncio.to_thread(get_engine(request).delete_document, document_id, caller=caller)
     return {"document_id": row.id, "deleted": True, "chunks_removed": removed}
 
 
@@ -129,8 +109,9 @@ async def delete_document(
     "/documents/{document_id}/reindex", response_model=IngestOutcomeOut, summary="Re-index from the source"
 )
 async def reindex_document(
-    document_id: str, request: Request, _editor: Annotated[Identity, require("editor")]
+    document_id: str, request: Request, caller: CallerDep, _editor: Annotated[Identity, require("editor")]
 ) -> Any:
-    row = await asyncio.to_thread(_visible_or_404, request, document_id)
-    outcome = await with_timeout(request, asyncio.to_thread(get_engine(request).reindex, row.id))
+    outcome = await with_timeout(
+        request, asyncio.to_thread(get_engine(request).reindex, document_id, caller=caller)
+    )
     return outcome.as_dict()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,17 +24,18 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from hanrag.api.auth import identity_of, require
-from hanrag.api.deps import get_engine
+from hanrag.api.deps import current_caller, get_engine
 from hanrag.api.schemas import FiltersIn
-from hanrag.auth.access import check_grant
+from hanrag.auth.access import check_grant, may_manage
 from hanrag.auth.service import Identity
 from hanrag.domain import SearchFilters
-from hanrag.engine import stored_file_name, upload_file_name
 from hanrag.errors import ForbiddenError, HanragError, InvalidInputError, NotFoundError
+from hanrag.ingest.model import IngestRequest
+from hanrag.ingest.uploads import upload_file_name
 from hanrag.jobs.base import JobQueue, JobRecord
 from hanrag.jobs.callbacks import check_callback
 from hanrag.jobs.control import apply_control
-from hanrag.jobs.runner import UPLOAD_BATCHES, discard_upload_batch
+from hanrag.jobs.runner import discard_upload_batch
 
 router = APIRouter(tags=["jobs"])
 
@@ -112,8 +112,8 @@ async def _json_body(request: Request, model: type[BaseModel]) -> BaseModel | JS
 
 
 def _owned(request: Request, record: JobRecord | None, job_id: str) -> JobRecord:
-    identity = identity_of(request)
-    if record is None or (identity.principals is not None and record.principal != identity.username):
+    """The job, when the caller may manage it; anyone else's is answered like a missing one."""
+    if record is None or not may_manage(current_caller(request), record.principal):
         raise NotFoundError(f"no job {job_id!r}", code="job_not_found", field="job_id")
     return record
 
@@ -163,20 +163,19 @@ async def ask_job(request: Request) -> Any:
     assert isinstance(body, AskJobIn)
     # The checks a synchronous ask runs first, now: a job is refused at submit time for
     # the same reasons (and codes) as the same question asked directly.
-    identity = identity_of(request)
-    filters = (
-        body.filters.to_filters(identity.principals)
-        if body.filters
-        else SearchFilters(principals=identity.principals)
-    )
+    filters = body.filters.to_filters() if body.filters else SearchFilters()
     await asyncio.to_thread(
-        get_engine(request).answers.check_request,
+        get_engine(request).check_ask,
         body.question,
+        caller=current_caller(request),
         session_id=body.session_id,
-        principal=identity.username if identity.via != "none" else None,
         filters=filters,
     )
-    return await _accept(request, "ask", body)
+    # The runner reads domain types (the filters as epochs, in "search_filters"); the
+    # request's own form stays in "filters", as the job's readers have always seen it.
+    payload = body.model_dump(mode="json", exclude={"callback_url", "callback_headers"})
+    payload["search_filters"] = filters.as_payload()
+    return await _accept(request, "ask", body, payload=payload)
 
 
 def server_path(raw: str, roots: list[Path]) -> Path:
@@ -218,13 +217,20 @@ async def ingest_job(request: Request, _editor: Annotated[Identity, require("edi
     roots = [root.resolve() for root in engine.settings.ingest.server_roots]
     for raw in body.paths:
         server_path(raw, roots)
-    if body.acl is not None:
-        body.acl = check_grant(identity.principals, body.acl)
-    return await _accept(request, "ingest", body)
+    wanted = IngestRequest(
+        paths=[Path(raw) for raw in body.paths],
+        include=body.include,
+        exclude=body.exclude,
+        acl=None if body.acl is None else check_grant(identity.principals, body.acl),
+    )
+    return await _accept(request, "ingest", body, payload=wanted.as_payload())
 
 
-async def _accept(request: Request, kind: str, body: AskJobIn | IngestJobIn) -> JSONResponse:
-    """Queue a job for the caller and answer 202 with its id."""
+async def _accept(
+    request: Request, kind: str, body: AskJobIn | IngestJobIn, *, payload: dict[str, Any] | None = None
+) -> JSONResponse:
+    """Queue a job for the caller and answer 202 with its id (``payload``: the job's own,
+    else the body's fields)."""
     identity = identity_of(request)
     callback_url = str(body.callback_url) if body.callback_url else None
     # A refused callback destination or header is a 400 now, not a failed delivery later.
@@ -232,7 +238,7 @@ async def _accept(request: Request, kind: str, body: AskJobIn | IngestJobIn) -> 
     await asyncio.to_thread(check_callback, callback_url, body.callback_headers, jobs)
     record = JobRecord(
         kind=kind,
-        payload=body.model_dump(mode="json", exclude={"callback_url", "callback_headers"}),
+        payload=payload or body.model_dump(mode="json", exclude={"callback_url", "callback_headers"}),
         principal=identity.username if identity.via != "none" else None,
         principals=identity.principals,
         callback_url=str(body.callback_url) if body.callback_url else None,
@@ -253,25 +259,21 @@ async def _ingest_uploads(request: Request, identity: Identity) -> Any:
         acl = check_grant(identity.principals, acl)
     names = [upload_file_name(upload.filename or "upload") for upload in files]
     job_id = uuid.uuid4().hex
-    batch = engine.settings.data_dir / UPLOAD_BATCHES / job_id
-    batch.mkdir(parents=True, exist_ok=True)
+    batch = engine.uploads.open_batch(job_id)
     try:
         # Staged under names the filesystem takes; the uploaded names travel in the payload.
-        stored_names: dict[str, str] = {}
         for upload, name in zip(files, names, strict=True):
-            stored = stored_file_name(name)
-            stored_names[stored] = name
-            (batch / stored).write_bytes(await upload.read())
+            engine.uploads.stage(batch, name, await upload.read())
         record = JobRecord(
             kind="ingest",
-            payload={"upload_dir": str(batch), "acl": acl, "names": stored_names},
+            payload=IngestRequest(upload=batch, acl=acl).as_payload(),
             id=job_id,
             principal=identity.username if identity.via != "none" else None,
             principals=identity.principals,
         )
         record = await queue_of(request).enqueue(record)
     except (HanragError, OSError):
-        shutil.rmtree(batch, ignore_errors=True)
+        engine.uploads.discard_batch(batch.directory)
         raise
     return envelope(202, "accepted", {"job_id": record.id, "state": record.state, "files": len(files)})
 

@@ -8,7 +8,6 @@ legacy shapes (not problem+json), because that is what those clients parse.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -24,73 +23,34 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hanrag.answer.engine import AnswerEvent, AskOptions
+from hanrag.answer.engine import AskOptions
 from hanrag.api.auth import identity_of
 from hanrag.api.deps import (
-    caller_name,
-    caller_principals,
+    current_caller,
     get_engine,
     observe_done,
     tracked_stream,
     with_timeout,
 )
+from hanrag.api.legacy_format import answer_item, envelope, error_format, now_text, retrieval_item
 from hanrag.api.problems import stream_error
 from hanrag.api.schemas import FlexibleDateTime
-from hanrag.domain import SearchFilters
+from hanrag.auth.access import Caller
+from hanrag.domain import (
+    AnswerEvent,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    IncompleteAnswerError,
+    ReferencesEvent,
+    fold_answer,
+)
 from hanrag.errors import HanragError, RequestTimeoutError
 
 log = logging.getLogger("hanrag.legacy")
 router = APIRouter(tags=["legacy"])
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-# Session ids are at most this long in the catalog; longer page ids are stored by digest.
-ROOM_ID_MAX = 64
 PUSH_RETRIES = 4
-
-
-def now_text() -> str:
-    return datetime.now().strftime(TIME_FORMAT)
-
-
-def error_format(message: str, status: int, qry_id: str | None) -> dict[str, Any]:
-    return {
-        "status_code": status,
-        "result": message,
-        "qry_id": qry_id or "",
-        "detail": "",
-        "evt_time": now_text(),
-    }
-
-
-def envelope(qry_id: str | None, data_list: list[dict[str, Any]], *, last: bool = False) -> dict[str, Any]:
-    return {
-        "status_code": 200,
-        "result": "OK",
-        "detail": "",
-        "continue": "E" if last else "C",
-        "qry_id": qry_id,
-        "rsp_time": now_text(),
-        "data_list": data_list,
-    }
-
-
-def retrieval_item(label: str, references: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "rsp_type": "R",
-        "rsp_tit": label,
-        "rsp_data": [
-            {
-                "rsp_tit": f"{i}번째 검색데이터: {ref['title']} (출처:{ref['file_name']})",
-                "rsp_data": ref["text"],
-                "chunk_id": ref["chunk_id"],
-            }
-            for i, ref in enumerate(references, start=1)
-        ],
-    }
-
-
-def answer_item(text: str, n: int = 1) -> dict[str, Any]:
-    return {"rsp_type": "A", "rsp_tit": f"답변{n}", "rsp_data": [{"rsp_type": "TT", "rsp_data": text}]}
 
 
 class LegacyQuery(BaseModel):
@@ -125,23 +85,22 @@ async def _parse(request: Request) -> LegacyQuery | JSONResponse:
 
 @dataclass(frozen=True, slots=True)
 class _Acting:
-    """Who a legacy request acts as: the principal its turns and audit rows name, the
-    principals whose documents it may read (None: unrestricted), and the stored session
-    of its page (see :func:`_room_id`)."""
+    """Who a legacy request acts for, and the stored conversation of its page."""
 
-    principal: str | None
-    principals: list[str] | None
+    caller: Caller
     room: str
 
 
 def _acting_identity(request: Request, query: LegacyQuery, page_id: str) -> _Acting:
     """A trusted service key (``can_delegate``) acts for the end user named in ``user_id``,
     within the key's own principals (see :meth:`AuthService.act_for`), and each delegated
-    request is audited; anyone else acts as themselves, whatever ``user_id`` says."""
+    request is audited; anyone else acts as themselves, whatever ``user_id`` says. Rooms
+    are named in the authenticated caller's namespace (the service's, when delegating)."""
+    engine = get_engine(request)
+    authenticated = current_caller(request)
+    room = engine.room_id(page_id, caller=authenticated)
     identity = identity_of(request)
-    room = _room_id(request, page_id)
     if identity.can_delegate and query.user_id:
-        engine = get_engine(request)
         delegated = engine.auth.act_for(identity, query.user_id)
         engine.audit.record(
             identity.username,
@@ -149,8 +108,8 @@ def _acting_identity(request: Request, query: LegacyQuery, page_id: str) -> _Act
             target=f"user:{delegated.username}",
             detail={"api_key_id": identity.api_key_id, "route": request.url.path},
         )
-        return _Acting(delegated.username, delegated.principals, room)
-    return _Acting(caller_name(request), caller_principals(request), room)
+        return _Acting(Caller.of(delegated.username, delegated.principals, delegated.role), room)
+    return _Acting(authenticated, room)
 
 
 async def _acting(request: Request, query: LegacyQuery, page_id: str) -> _Acting | JSONResponse:
@@ -162,40 +121,16 @@ async def _acting(request: Request, query: LegacyQuery, page_id: str) -> _Acting
         return _legacy_error(exc.message, exc.http_status, query.qry_id)
 
 
-def _room_id(request: Request, page_id: str) -> str:
-    """The stored session of a client's ``page_id`` (called in a worker thread).
-
-    Each authenticated caller names rooms in a namespace of their own: another caller's
-    page id is simply a different room, so page ids can be neither probed nor claimed
-    ahead of their owner. A session the caller already owns under that very id (one of
-    their native sessions, or a room from before namespaces) is used as it is. Without
-    authentication (one implicit user) the page id is the session id, as before.
-    """
-    owner = caller_name(request)
-    if len(page_id) <= ROOM_ID_MAX and (
-        owner is None or get_engine(request).sessions.owner(page_id) == owner
-    ):
-        return page_id
-    digest = hashlib.sha256(f"{owner or ''}\x00{page_id}".encode()).hexdigest()[:40]
-    return f"lg_{digest}"
-
-
 def _readable_messages(request: Request, page_id: str) -> list[Any]:
     """The page's messages in the caller's namespace (none when there is no such room)."""
-    sessions = get_engine(request).sessions
-    room = _room_id(request, page_id)
-    if not sessions.exists(room):
-        return []
-    return list(sessions.messages(room))
+    return get_engine(request).room_messages(page_id, caller=current_caller(request))
 
 
 def _events(query: LegacyQuery, request: Request, acting: _Acting) -> AsyncIterator[AnswerEvent]:
     return get_engine(request).ask(
         query.qry_contents,
+        caller=acting.caller,
         session_id=acting.room,
-        principal=acting.principal,
-        principals=acting.principals,
-        filters=SearchFilters(principals=acting.principals) if acting.principals is not None else None,
         options=AskOptions(rag=query.rag, create_missing_session=True),
     )
 
@@ -214,19 +149,25 @@ async def legacy_query(request: Request) -> Any:
         return acting
 
     async def answer() -> JSONResponse:
-        references: list[dict[str, Any]] = []
-        async for event in _events(query, request, acting):
-            if event.type == "references":
-                references = event.data["references"]
-            elif event.type == "error":
-                status = event.exception.http_status if event.exception else 500
-                return _legacy_error(event.data["message"], status if status < 500 else 500, query.qry_id)
-            elif event.type == "done":
+        failed: list[ErrorEvent] = []
+
+        def observe(event: AnswerEvent) -> None:
+            if isinstance(event, ErrorEvent):
+                failed.append(event)
+            elif isinstance(event, DoneEvent):
                 observe_done(event.data)
-                data_list = [retrieval_item(_label(request), references)] if references else []
-                data_list.append(answer_item(event.data["answer"]))
-                return JSONResponse(envelope(query.qry_id, data_list))
-        return _legacy_error("답변을 만들지 못했습니다.", 500, query.qry_id)
+
+        try:
+            result = await fold_answer(_events(query, request, acting), on_event=observe)
+        except IncompleteAnswerError:
+            return _legacy_error("답변을 만들지 못했습니다.", 500, query.qry_id)
+        except HanragError as exc:
+            if not failed:
+                raise  # not the answer's error event: answered by the app's handlers, as before
+            return _legacy_error(exc.message, min(exc.http_status, 500), query.qry_id)
+        data_list = [retrieval_item(_label(request), result.references)] if result.references else []
+        data_list.append(answer_item(result.answer))
+        return JSONResponse(envelope(query.qry_id, data_list))
 
     try:
         return await with_timeout(request, answer())
@@ -261,14 +202,14 @@ async def legacy_query_stream(request: Request) -> Any:
     async def stream() -> AsyncIterator[bytes]:
         try:
             async for event in _events(query, request, acting):
-                if event.type == "references" and event.data["references"]:
-                    yield line(_reference_event(label, event.data["references"]))
-                elif event.type == "delta":
-                    yield line({"type": "answer", "answer": event.data["text"]})
-                elif event.type == "error":
-                    yield line({"type": "error", "message": event.data["message"]})
+                if isinstance(event, ReferencesEvent) and event.references:
+                    yield line(_reference_event(label, event.references))
+                elif isinstance(event, DeltaEvent):
+                    yield line({"type": "answer", "answer": event.text})
+                elif isinstance(event, ErrorEvent):
+                    yield line({"type": "error", "message": event.message})
                     return
-                elif event.type == "done":
+                elif isinstance(event, DoneEvent):
                     observe_done(event.data)
         except Exception as exc:  # e.g. a full disk while storing the turn: said, not cut off
             yield line({"type": "error", "message": stream_error(request, exc).message})
@@ -309,14 +250,14 @@ async def _push(
         batch = 0
         last_sent = time.monotonic()
         async for event in events:
-            if event.type == "references":
-                reference = _reference_event(label, event.data["references"])
+            if isinstance(event, ReferencesEvent):
+                reference = _reference_event(label, event.references)
                 reference.update(
                     {"qry_id": qry_id, "continue": "C", "rsp_time": now_text(), "rsp_tit": "Reference"}
                 )
                 await _post_with_retry(client, url, reference, qry_id)
-            elif event.type == "delta":
-                buffer.append(event.data["text"])
+            elif isinstance(event, DeltaEvent):
+                buffer.append(event.text)
                 if time.monotonic() - last_sent >= batch_seconds:
                     batch += 1
                     await _post_with_retry(
@@ -324,10 +265,10 @@ async def _push(
                     )
                     buffer.clear()
                     last_sent = time.monotonic()
-            elif event.type == "error":
-                await _post_with_retry(client, url, error_format(event.data["message"], 500, qry_id), qry_id)
+            elif isinstance(event, ErrorEvent):
+                await _post_with_retry(client, url, error_format(event.message, 500, qry_id), qry_id)
                 return
-            elif event.type == "done":
+            elif isinstance(event, DoneEvent):
                 observe_done(event.data)
                 batch += 1
                 final = envelope(qry_id, [answer_item("".join(buffer), batch)], last=True)

@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from hanrag.answer.engine import AnswerEvent, AskOptions
+from hanrag.answer.engine import AskOptions
 from hanrag.api import metrics
 from hanrag.api.deps import (
-    caller_name,
-    caller_principals,
+    CallerDep,
+    current_caller,
     get_engine,
     observe_done,
     primed,
@@ -23,7 +23,7 @@ from hanrag.api.deps import (
 )
 from hanrag.api.problems import stream_error
 from hanrag.api.schemas import AskIn, AskOut, SearchIn, SearchOut
-from hanrag.errors import HanragError
+from hanrag.domain import AnswerEvent, AnswerResult, DoneEvent, ErrorEvent, fold_answer
 
 router = APIRouter(tags=["native"])
 
@@ -31,25 +31,26 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _events(request: Request, body: AskIn) -> AsyncIterator[AnswerEvent]:
-    principals = caller_principals(request)
-    filters = body.filters.to_filters(principals) if body.filters else None
     return get_engine(request).ask(
         body.question,
+        caller=current_caller(request),
         session_id=body.session_id,
-        principal=caller_name(request),
-        principals=principals,
-        filters=filters,
+        filters=body.filters.to_filters() if body.filters else None,
         options=AskOptions(rag=body.rag, k=body.k),
     )
+
+
+def _observe(event: AnswerEvent) -> None:
+    if isinstance(event, DoneEvent):
+        observe_done(event.data)
+    elif isinstance(event, ErrorEvent):
+        metrics.ANSWER_ERRORS.labels(event.code).inc()
 
 
 async def _sse_body(request: Request, events: AsyncIterator[AnswerEvent]) -> AsyncIterator[bytes]:
     try:
         async for event in events:
-            if event.type == "done":
-                observe_done(event.data)
-            elif event.type == "error":
-                metrics.ANSWER_ERRORS.labels(event.data["code"]).inc()
+            _observe(event)
             yield sse(event.type, event.data)
     except Exception as exc:
         # The response has started: what went wrong (a full disk while storing the turn...)
@@ -57,20 +58,6 @@ async def _sse_body(request: Request, events: AsyncIterator[AnswerEvent]) -> Asy
         error = stream_error(request, exc)
         metrics.ANSWER_ERRORS.labels(error.code).inc()
         yield sse("error", {"code": error.code, "message": error.message})
-
-
-async def _collect(events: AsyncIterator[AnswerEvent]) -> dict[str, Any]:
-    references: list[dict[str, Any]] = []
-    async for event in events:
-        if event.type == "references":
-            references = event.data["references"]
-        elif event.type == "error":
-            metrics.ANSWER_ERRORS.labels(event.data["code"]).inc()
-            raise event.exception or HanragError(event.data["message"], code=event.data["code"])
-        elif event.type == "done":
-            observe_done(event.data)
-            return {**event.data, "references": references}
-    raise HanragError("the answer stream ended without a result")
 
 
 @router.post(
@@ -91,26 +78,25 @@ async def ask(body: AskIn, request: Request) -> Any:
             tracked_stream(_sse_body(request, events)), media_type="text/event-stream", headers=_SSE_HEADERS
         )
 
-    async def answer() -> dict[str, Any]:
-        return await _collect(await primed(_events(request, body)))
+    async def answer() -> AnswerResult:
+        return await fold_answer(await primed(_events(request, body)), on_event=_observe)
 
     result = await with_timeout(request, answer())
-    return JSONResponse(AskOut.model_validate(result).model_dump(mode="json"))
+    out = AskOut.model_validate({**result.as_dict(), "references": result.references})
+    return JSONResponse(out.model_dump(mode="json"))
 
 
 @router.post(
     "/search", response_model=SearchOut, summary="Hybrid search (same hits as `hanrag search --json`)"
 )
-async def search(body: SearchIn, request: Request) -> Any:
+async def search(body: SearchIn, request: Request, caller: CallerDep) -> Any:
     engine = get_engine(request)
-    principals = caller_principals(request)
-    filters = body.filters.to_filters(principals) if body.filters else None
-    if filters is None and principals is not None:
-        from hanrag.domain import SearchFilters
-
-        filters = SearchFilters(principals=principals)
+    filters = body.filters.to_filters() if body.filters else None
     result = await with_timeout(
-        request, asyncio.to_thread(engine.search, body.query, k=body.k, filters=filters, fusion=body.fusion)
+        request,
+        asyncio.to_thread(
+            engine.search, body.query, caller=caller, k=body.k, filters=filters, fusion=body.fusion
+        ),
     )
     # Exactly the object `hanrag search --json` prints (the model above documents it).
     return JSONResponse(result.as_dict())

@@ -18,10 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from hanrag.answer.engine import AnswerEvent, AskOptions
+from hanrag.answer.engine import AskOptions
 from hanrag.api.deps import (
-    caller_name,
-    caller_principals,
+    current_caller,
     get_engine,
     observe_done,
     primed,
@@ -29,7 +28,8 @@ from hanrag.api.deps import (
     with_timeout,
 )
 from hanrag.api.problems import stream_error
-from hanrag.errors import HanragError, InvalidInputError
+from hanrag.domain import AnswerEvent, AnswerResult, DeltaEvent, DoneEvent, ErrorEvent, fold_answer
+from hanrag.errors import InvalidInputError
 from hanrag.llm.base import Turn
 
 router = APIRouter(tags=["openai-compatible"])
@@ -99,14 +99,9 @@ def _events(request: Request, body: ChatCompletionIn) -> AsyncIterator[AnswerEve
         generation.temperature = body.temperature
     if body.top_p is not None:
         generation.top_p = body.top_p
-    principals = caller_principals(request)
-    from hanrag.domain import SearchFilters
-
     return engine.ask(
         question,
-        principal=caller_name(request),
-        principals=principals,
-        filters=SearchFilters(principals=principals) if principals is not None else None,
+        caller=current_caller(request),
         options=AskOptions(rag=body.rag, history=history, stream_generation=generation),
     )
 
@@ -119,20 +114,17 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
     created = int(time.time())
     if not body.stream:
 
-        async def collect() -> dict[str, Any]:
+        def observe(event: AnswerEvent) -> None:
+            if isinstance(event, DoneEvent):
+                observe_done(event.data)
+
+        async def collect() -> AnswerResult:
             # Up to the answer's end within the request timeout, retrieval included.
-            events = await primed(_events(request, body))
-            async for event in events:
-                if event.type == "error":
-                    raise event.exception or HanragError(event.data["message"], code=event.data["code"])
-                if event.type == "done":
-                    observe_done(event.data)
-                    return event.data
-            raise HanragError("the answer stream ended without a result")
+            return await fold_answer(await primed(_events(request, body)), on_event=observe)
 
         done = await with_timeout(request, collect())
-        answer = done["answer"] + (_footnotes(done["citations"]) if settings.api.openai_footnotes else "")
-        usage = done.get("usage") or {}
+        answer = done.answer + (_footnotes(done.citations) if settings.api.openai_footnotes else "")
+        usage = done.usage or {}
         return JSONResponse(
             {
                 "id": completion_id,
@@ -147,7 +139,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
                     "completion_tokens": usage.get("completion_tokens") or 0,
                     "total_tokens": (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0),
                 },
-                "sources": done["citations"],
+                "sources": done.citations,
             }
         )
 
@@ -176,16 +168,17 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
         yield chunk({"role": "assistant", "content": ""})
         try:
             async for event in events:
-                if event.type == "delta":
-                    yield chunk({"content": event.data["text"]})
-                elif event.type == "error":
-                    yield error_chunk(event.data["message"], event.data["code"])
+                if isinstance(event, DeltaEvent):
+                    yield chunk({"content": event.text})
+                elif isinstance(event, ErrorEvent):
+                    yield error_chunk(event.message, event.code)
                     return
-                elif event.type == "done":
+                elif isinstance(event, DoneEvent):
                     observe_done(event.data)
-                    if settings.api.openai_footnotes and event.data["citations"]:
-                        yield chunk({"content": _footnotes(event.data["citations"])})
-                    yield chunk({}, "stop", sources=event.data["citations"])
+                    citations = event.result.citations
+                    if settings.api.openai_footnotes and citations:
+                        yield chunk({"content": _footnotes(citations)})
+                    yield chunk({}, "stop", sources=citations)
         except Exception as exc:  # e.g. a full disk: said in the stream, not a cut connection
             error = stream_error(request, exc)
             yield error_chunk(error.message, error.code)
