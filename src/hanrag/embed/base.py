@@ -18,8 +18,13 @@ class ModelStatus:
     loaded: bool
     dimension: int | None
     device: str
+    # Of all the model's handles together (RSS growth while loading).
     load_seconds: float | None
     memory_mb: float | None
+    # A second handle of a serial model for queries (embed.query_handle), and its share.
+    query_handle: bool = False
+    query_handle_load_seconds: float | None = None
+    query_handle_memory_mb: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -28,9 +33,20 @@ class ModelStatus:
             "loaded": self.loaded,
             "dimension": self.dimension,
             "device": self.device,
-            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 3),
-            "memory_mb": None if self.memory_mb is None else round(self.memory_mb, 1),
+            "load_seconds": _rounded(self.load_seconds, 3),
+            "memory_mb": _rounded(self.memory_mb, 1),
+            "handles": 2 if self.query_handle else 1,
+            "query_handle": {
+                "load_seconds": _rounded(self.query_handle_load_seconds, 3),
+                "memory_mb": _rounded(self.query_handle_memory_mb, 1),
+            }
+            if self.query_handle
+            else None,
         }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 class Embedder(Protocol):

@@ -36,6 +36,9 @@ def _build(settings: EmbedSettings) -> Embedder:
 
 
 def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
+    # A remote server needs no handle of ours; an in-process model that is not serial
+    # (sentence_transformers) makes no query wait, and SharedEmbedder never builds it one.
+    query_handle = settings.query_handle and settings.backend != "openai"
     key = (
         settings.backend,
         settings.model,
@@ -43,5 +46,8 @@ def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
         settings.query_prefix,
         settings.passage_prefix,
         settings.device,
+        "query-handle" if query_handle else "",
     )
-    return shared_embedder(key, lambda: _build(settings))
+    return shared_embedder(
+        key, lambda: _build(settings), (lambda: _build(settings)) if query_handle else None
+    )

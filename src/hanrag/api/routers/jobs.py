@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from hanrag.api.auth import identity_of, require
+from hanrag.api.auth import require
 from hanrag.api.deps import current_caller, get_engine
 from hanrag.api.schemas import FiltersIn
-from hanrag.auth.access import check_grant, may_manage
+from hanrag.auth.access import Caller, check_grant, may_manage
 from hanrag.auth.service import Identity
 from hanrag.domain import SearchFilters
 from hanrag.errors import ForbiddenError, HanragError, InvalidInputError, NotFoundError
@@ -206,10 +206,10 @@ def server_path(raw: str, roots: list[Path]) -> Path:
 @_enveloped
 async def ingest_job(request: Request, _editor: Annotated[Identity, require("editor")]) -> Any:
     engine = get_engine(request)
-    identity = identity_of(request)
+    caller = current_caller(request)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/"):
-        return await _ingest_uploads(request, identity)
+        return await _ingest_uploads(request, caller)
     body = await _json_body(request, IngestJobIn)
     if isinstance(body, JSONResponse):
         return body
@@ -221,7 +221,7 @@ async def ingest_job(request: Request, _editor: Annotated[Identity, require("edi
         paths=[Path(raw) for raw in body.paths],
         include=body.include,
         exclude=body.exclude,
-        acl=None if body.acl is None else check_grant(identity.principals, body.acl),
+        acl=None if body.acl is None else check_grant(caller.principals, body.acl),
     )
     return await _accept(request, "ingest", body, payload=wanted.as_payload())
 
@@ -231,7 +231,7 @@ async def _accept(
 ) -> JSONResponse:
     """Queue a job for the caller and answer 202 with its id (``payload``: the job's own,
     else the body's fields)."""
-    identity = identity_of(request)
+    caller = current_caller(request)
     callback_url = str(body.callback_url) if body.callback_url else None
     # A refused callback destination or header is a 400 now, not a failed delivery later.
     jobs = get_engine(request).settings.jobs
@@ -239,8 +239,8 @@ async def _accept(
     record = JobRecord(
         kind=kind,
         payload=payload or body.model_dump(mode="json", exclude={"callback_url", "callback_headers"}),
-        principal=identity.username if identity.via != "none" else None,
-        principals=identity.principals,
+        principal=caller.name,
+        principals=caller.principal_list,
         callback_url=str(body.callback_url) if body.callback_url else None,
         callback_headers=body.callback_headers,
     )
@@ -248,7 +248,7 @@ async def _accept(
     return envelope(202, "accepted", {"job_id": record.id, "state": record.state})
 
 
-async def _ingest_uploads(request: Request, identity: Identity) -> Any:
+async def _ingest_uploads(request: Request, caller: Caller) -> Any:
     engine = get_engine(request)
     form = await request.form()
     files = [f for f in form.getlist("files") if isinstance(f, StarletteUploadFile)]
@@ -256,7 +256,7 @@ async def _ingest_uploads(request: Request, identity: Identity) -> Any:
         return envelope(400, "no files: send them as the multipart field 'files'")
     acl = [str(a) for a in form.getlist("acl")] or None
     if acl is not None:
-        acl = check_grant(identity.principals, acl)
+        acl = check_grant(caller.principals, acl)
     names = [upload_file_name(upload.filename or "upload") for upload in files]
     job_id = uuid.uuid4().hex
     batch = engine.uploads.open_batch(job_id)
@@ -268,8 +268,8 @@ async def _ingest_uploads(request: Request, identity: Identity) -> Any:
             kind="ingest",
             payload=IngestRequest(upload=batch, acl=acl).as_payload(),
             id=job_id,
-            principal=identity.username if identity.via != "none" else None,
-            principals=identity.principals,
+            principal=caller.name,
+            principals=caller.principal_list,
         )
         record = await queue_of(request).enqueue(record)
     except (HanragError, OSError):

@@ -112,13 +112,17 @@ def _acting_identity(request: Request, query: LegacyQuery, page_id: str) -> _Act
     return _Acting(authenticated, room)
 
 
-async def _acting(request: Request, query: LegacyQuery, page_id: str) -> _Acting | JSONResponse:
-    """The acting identity, settled before any response starts (a stream that has begun
-    cannot turn into an error object)."""
+async def _parse_and_act(request: Request) -> tuple[LegacyQuery, _Acting] | JSONResponse:
+    """The request body and who it acts for, both settled before any response starts (a
+    stream that has begun cannot turn into an error object); else the legacy error."""
+    query = await _parse(request)
+    if isinstance(query, JSONResponse):
+        return query
     try:
-        return await asyncio.to_thread(_acting_identity, request, query, page_id)
+        acting = await asyncio.to_thread(_acting_identity, request, query, query.page_id or uuid.uuid4().hex)
     except HanragError as exc:
         return _legacy_error(exc.message, exc.http_status, query.qry_id)
+    return query, acting
 
 
 def _readable_messages(request: Request, page_id: str) -> list[Any]:
@@ -141,12 +145,10 @@ def _label(request: Request) -> str:
 
 @router.post("/query", summary="Legacy: non-streaming answer")
 async def legacy_query(request: Request) -> Any:
-    query = await _parse(request)
-    if isinstance(query, JSONResponse):
-        return query
-    acting = await _acting(request, query, query.page_id or uuid.uuid4().hex)
-    if isinstance(acting, JSONResponse):
-        return acting
+    parsed = await _parse_and_act(request)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    query, acting = parsed
 
     async def answer() -> JSONResponse:
         failed: list[ErrorEvent] = []
@@ -188,12 +190,10 @@ def _reference_event(label: str, references: list[dict[str, Any]]) -> dict[str, 
 
 @router.post("/query_stream", summary="Legacy: Server-Sent Events, one `data:` line per event")
 async def legacy_query_stream(request: Request) -> Any:
-    query = await _parse(request)
-    if isinstance(query, JSONResponse):
-        return query
-    acting = await _acting(request, query, query.page_id or uuid.uuid4().hex)
-    if isinstance(acting, JSONResponse):
-        return acting
+    parsed = await _parse_and_act(request)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    query, acting = parsed
     label = _label(request)
 
     def line(payload: dict[str, Any]) -> bytes:
@@ -277,18 +277,16 @@ async def _push(
 
 @router.post("/queryToSLLM", summary="Legacy: push mode to the configured response URL")
 async def legacy_query_push(request: Request) -> Any:
-    query = await _parse(request)
-    if isinstance(query, JSONResponse):
-        return query
     settings = request.app.state.settings
     url = settings.api.legacy_response_url
+    parsed = await _parse_and_act(request)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    query, acting = parsed
     if not url:
         return _legacy_error(
             "응답을 보낼 주소(legacy_response_url)가 설정되지 않았습니다.", 500, query.qry_id
         )
-    acting = await _acting(request, query, query.page_id or uuid.uuid4().hex)
-    if isinstance(acting, JSONResponse):
-        return acting
     task = asyncio.create_task(
         _push(
             _events(query, request, acting),
