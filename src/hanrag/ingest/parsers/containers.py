@@ -6,6 +6,10 @@ package in an OLE compound file (streams ``EncryptionInfo`` and
 .xls formats, and HWP 5.0. Telling these apart before a library sees the bytes
 gives people an error that says what to do, where the libraries would only say
 "not a zip file".
+
+Every zip goes through :func:`~hanrag.ingest.parsers.archive_guard.inspect_zip`
+(the zip-bomb checks) before a library sees it; :func:`check_ooxml_package` does
+that for DOCX and XLSX.
 """
 
 from __future__ import annotations
@@ -14,20 +18,22 @@ import io
 import zipfile
 
 from hanrag.errors import ParseError
+from hanrag.ingest.parsers.archive_guard import ZIP_ERRORS, ArchiveReport, inspect_zip
+
+__all__ = ["OLE_MAGIC", "ZIP_ERRORS", "check_ooxml_package"]
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-# What zipfile raises for a damaged archive; NotImplementedError is its answer to an
-# unknown "version needed" or compression method, which a flipped byte produces as well.
-ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, ValueError, EOFError)
 
 
-def check_ooxml_package(data: bytes, filename: str, *, kind: str, main_part: str) -> None:
-    """Raise a ParseError unless ``data`` is a zip package holding ``main_part``.
+def check_ooxml_package(data: bytes, filename: str, *, kind: str, main_part: str) -> ArchiveReport:
+    """Raise a ParseError unless ``data`` is a zip package holding ``main_part`` and no zip bomb.
 
-    ``kind`` is the format's display name (``DOCX``) used in messages.
+    ``kind`` is the format's display name (``DOCX``) used in messages. Returns
+    what the archive guard found in it (markup sizes, for the parser's budget).
     """
     if data.startswith(OLE_MAGIC):
         _raise_for_ole(data, filename, kind=kind)
+    report = inspect_zip(data, filename, kind=kind)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
@@ -37,6 +43,7 @@ def check_ooxml_package(data: bytes, filename: str, *, kind: str, main_part: str
         ) from exc
     if main_part not in names:
         raise ParseError(f"{filename}: not a valid {kind} file ({main_part} is missing)", code="corrupt_file")
+    return report
 
 
 def _raise_for_ole(data: bytes, filename: str, *, kind: str) -> None:

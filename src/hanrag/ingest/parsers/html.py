@@ -3,6 +3,10 @@
 Scripts, styles and navigation are dropped; headings start sections; tables
 become table sections with one ``헤더: 값`` line per row, except one-row or
 one-column tables, which pages use for layout and which read better as text.
+
+Limits (see :mod:`hanrag.ingest.parsers.budget`): BeautifulSoup's tree takes
+about 1 KB per tag, so the tags are counted (and charged five budget nodes each)
+before it is built.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hanrag.errors import ParseError
 from hanrag.ingest.parsers.base import ParsedDocument
+from hanrag.ingest.parsers.budget import charge_markup, file_budget
 from hanrag.ingest.parsers.dates import parse_date
 from hanrag.ingest.parsers.sections import SectionBuilder, clean_text
 from hanrag.ingest.parsers.text import decode_text
@@ -59,8 +64,12 @@ class HtmlParser:
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
         from bs4 import BeautifulSoup
 
-        markup = self._decode(data, filename)
-        soup = BeautifulSoup(markup, "lxml")
+        with file_budget(filename):
+            markup = self._decode(data, filename)
+            charge_markup(markup, tag_weight=5, what="HTML tags (x5) and attributes")
+            return self._read(BeautifulSoup(markup, "lxml"), filename)
+
+    def _read(self, soup: BeautifulSoup, filename: str) -> ParsedDocument:
         title = self._title(soup)
         date = self._date(soup)
         for tag in soup.find_all(_DROPPED_TAGS):

@@ -24,6 +24,13 @@ shapes, to find headings), and the ``BodyText/Section*`` record streams
 text is in ``HWPTAG_PARA_TEXT`` as UTF-16LE with control characters mixed in;
 tables are a ``tbl `` control whose cells are ``LIST_HEADER`` records each
 followed by the cell's paragraphs.
+
+Limits (see :mod:`hanrag.ingest.parsers.budget`): streams are inflated with a
+bound, the unpacked bytes count against ``ingest.max_unpacked_mb`` and a stream
+that inflates more than ``ingest.max_compression_ratio`` times its size is a
+bomb; every record counts as a node against ``ingest.max_document_nodes``
+(checked as records are cut, before the list grows) and the deadline is checked
+per stream and per paragraph.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from hanrag.errors import ParseError
+from hanrag.ingest.parsers.archive_guard import RATIO_FLOOR_BYTES
 from hanrag.ingest.parsers.base import ParsedDocument
+from hanrag.ingest.parsers.budget import ParseBudget, file_budget
 from hanrag.ingest.parsers.containers import OLE_MAGIC
 from hanrag.ingest.parsers.sections import SectionBuilder, clean_text
 from hanrag.ingest.parsers.tabular import iter_row_lines, rows_from_cells
@@ -74,8 +83,6 @@ _CONTROL_UNITS = 8
 # Controls whose text is not document content: running heads and hidden comments.
 _SKIPPED_CONTROL_IDS = frozenset({"head", "foot", "tcmt"})
 _OUTLINE_STYLE = re.compile(r"^(?:개요|outline)\s*\d+$", re.IGNORECASE)
-# A decompressed stream larger than this is a compression bomb, not a document.
-_MAX_STREAM_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -105,6 +112,10 @@ class HwpParser:
         )
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
+        with file_budget(filename) as budget:
+            return self._read(data, filename, budget)
+
+    def _read(self, data: bytes, filename: str, budget: ParseBudget) -> ParsedDocument:
         if data.startswith(HWP3_SIGNATURE):
             raise ParseError(
                 f"{filename}: HWP 3.0 documents are not supported; save it as HWP 5.0 or HWPX in Hangul",
@@ -120,13 +131,15 @@ class HwpParser:
             streams = ["/".join(entry) for entry in ole.listdir(streams=True, storages=False)]
             flags = self._check_header(self._stream(ole, "FileHeader", filename), filename, streams)
             compressed = bool(flags & _FLAG_COMPRESSED)
-            doc_info = self._records(ole, "DocInfo", filename, compressed) if "DocInfo" in streams else []
+            doc_info = (
+                self._records(ole, "DocInfo", filename, compressed, budget) if "DocInfo" in streams else []
+            )
             headings = _HeadingShapes(doc_info)
             builder = SectionBuilder()
             first_heading: str | None = None
             for name in _body_sections(streams):
-                records = self._records(ole, name, filename, compressed)
-                blocks, _ = _BodyReader(records, headings).paragraphs(0, 0)
+                records = self._records(ole, name, filename, compressed, budget)
+                blocks, _ = _BodyReader(records, headings, budget).paragraphs(0, 0)
                 for block in blocks:
                     if block.kind == "table" and block.rows is not None:
                         builder.add_table(block.rows)
@@ -180,29 +193,49 @@ class HwpParser:
             raise ParseError(f"{filename}: HWP document is DRM-protected", code="encrypted_file")
         return int(flags)
 
-    def _records(self, ole: olefile.OleFileIO, name: str, filename: str, compressed: bool) -> list[_Record]:
+    def _records(
+        self, ole: olefile.OleFileIO, name: str, filename: str, compressed: bool, budget: ParseBudget
+    ) -> list[_Record]:
+        budget.check_time()
         raw = self._stream(ole, name, filename)
         if compressed:
-            # Raw deflate, no zlib header.
-            decompressor = zlib.decompressobj(-15)
-            try:
-                raw = decompressor.decompress(raw, _MAX_STREAM_BYTES)
-            except zlib.error as exc:
-                raise ParseError(
-                    f"{filename}: the {name} stream is damaged ({exc})", code="corrupt_file"
-                ) from exc
-            if decompressor.unconsumed_tail:
-                raise ParseError(
-                    f"{filename}: the {name} stream is too large when unpacked", code="corrupt_file"
-                )
-        return _parse_records(raw, filename, name)
+            raw = _inflate_stream(raw, name, filename, budget)
+        else:
+            budget.add_unpacked(len(raw))
+        return _parse_records(raw, filename, name, budget)
 
 
-def _parse_records(data: bytes, filename: str, stream: str) -> list[_Record]:
+def _inflate_stream(raw: bytes, name: str, filename: str, budget: ParseBudget) -> bytes:
+    """A raw-deflate stream unpacked, never past the unpacked-size budget or the compression ratio."""
+    limits = budget.limits
+    room = max(0, limits.max_unpacked_bytes - budget.unpacked)
+    allowed = min(room, max(RATIO_FLOOR_BYTES, int(limits.max_compression_ratio * len(raw))))
+    # Raw deflate, no zlib header; one byte more than allowed tells a stream that is too large.
+    decompressor = zlib.decompressobj(-15)
+    try:
+        unpacked = decompressor.decompress(raw, allowed + 1)
+    except zlib.error as exc:
+        raise ParseError(f"{filename}: the {name} stream is damaged ({exc})", code="corrupt_file") from exc
+    if len(unpacked) > allowed:
+        if allowed == room:
+            budget.add_unpacked(len(unpacked))  # raises file_too_large
+        raise budget.too_complex(
+            f"the {name} stream unpacks more than {limits.max_compression_ratio:g} times its size "
+            "(ingest.max_compression_ratio): a compression bomb"
+        )
+    budget.add_unpacked(len(unpacked))
+    return unpacked
+
+
+def _parse_records(data: bytes, filename: str, stream: str, budget: ParseBudget) -> list[_Record]:
     records: list[_Record] = []
     offset = 0
     end = len(data)
     while offset < end:
+        if len(records) % 4096 == 4095:
+            # A stream of empty four-byte records would be tens of millions of objects.
+            budget.add_nodes(4096, "HWP records")
+            budget.check_time()
         if offset + 4 > end:
             raise ParseError(f"{filename}: the {stream} stream is truncated", code="corrupt_file")
         (header,) = struct.unpack_from("<I", data, offset)
@@ -218,6 +251,7 @@ def _parse_records(data: bytes, filename: str, stream: str) -> list[_Record]:
             raise ParseError(f"{filename}: the {stream} stream is truncated", code="corrupt_file")
         records.append(_Record(tag, level, data[offset : offset + size]))
         offset += size
+    budget.add_nodes(len(records) % 4096, "HWP records")
     return records
 
 
@@ -296,9 +330,10 @@ def _style_name(payload: bytes) -> str:
 class _BodyReader:
     """Walks a section's record list; nesting is given by each record's level."""
 
-    def __init__(self, records: list[_Record], headings: _HeadingShapes) -> None:
+    def __init__(self, records: list[_Record], headings: _HeadingShapes, budget: ParseBudget) -> None:
         self._records = records
         self._headings = headings
+        self._budget = budget
 
     def paragraphs(self, index: int, level: int) -> tuple[list[_Block], int]:
         """The consecutive paragraphs at ``level`` starting at ``index``, and the index after them."""
@@ -309,6 +344,7 @@ class _BodyReader:
         ):
             header = records[index].payload
             index += 1
+            self._budget.check_time()
             text = ""
             anchored: list[_Block] = []
             while index < len(records) and records[index].level > level:

@@ -20,6 +20,10 @@ outline paragraph shapes mark headings), and each ``Contents/section*.xml``
 holds ``hp:p`` paragraphs whose ``hp:run``/``hp:t`` carry the text and whose
 ``hp:tbl`` carry tables (cells addressed by ``hp:cellAddr``). Elements are
 matched by local name, so both the 2011 namespaces and older ones work.
+
+Limits (see :mod:`hanrag.ingest.parsers.budget`): the archive guard checks the
+package first, the estimated size of every XML tree is charged before any is
+built, parts are read with a bound, and the deadline is checked per paragraph.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from hanrag.errors import ParseError
+from hanrag.ingest.parsers.archive_guard import inspect_zip, read_entry
 from hanrag.ingest.parsers.base import ParsedDocument
+from hanrag.ingest.parsers.budget import ParseBudget, file_budget
 from hanrag.ingest.parsers.containers import ZIP_ERRORS
 from hanrag.ingest.parsers.dates import parse_date
 from hanrag.ingest.parsers.sections import SectionBuilder, clean_text
@@ -43,8 +49,6 @@ if TYPE_CHECKING:
     from lxml import etree
 
 HWPX_MIMETYPE = b"application/hwp+zip"
-# A single XML part larger than this when unpacked is a zip bomb, not a document.
-_MAX_PART_BYTES = 256 * 1024 * 1024
 _SECTION_PART = re.compile(r"^Contents/section(\d+)\.xml$", re.IGNORECASE)
 _OUTLINE_STYLE = re.compile(r"^(?:개요|outline)\s*\d+$", re.IGNORECASE)
 # Running heads, page numbers and hidden notes repeat or say nothing about the content.
@@ -68,6 +72,13 @@ class HwpxParser:
         return head.startswith(b"PK\x03\x04") and HWPX_MIMETYPE in head[:200]
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
+        with file_budget(filename) as budget:
+            report = inspect_zip(data, filename, kind="HWPX")
+            # Every part this parser reads becomes a tree; a document's other parts are small.
+            budget.add_nodes(report.nodes())
+            return self._read(data, filename, budget)
+
+    def _read(self, data: bytes, filename: str, budget: ParseBudget) -> ParsedDocument:
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
         except ZIP_ERRORS as exc:
@@ -92,7 +103,7 @@ class HwpxParser:
             header = reader.xml("Contents/header.xml")
             styles = _HeadingStyles(header)
             builder = SectionBuilder()
-            walker = _SectionWalker(builder, styles)
+            walker = _SectionWalker(builder, styles, budget)
             for part in section_parts:
                 section = reader.xml(part)
                 if section is not None:
@@ -118,10 +129,8 @@ class _PartReader:
         info = self._names.get(name)
         if info is None:
             return None
-        if info.file_size > _MAX_PART_BYTES:
-            raise ParseError(f"{self._filename}: part {name} is too large when unpacked", code="corrupt_file")
         try:
-            return self._archive.read(info)
+            return read_entry(self._archive, info, self._filename)
         except (*ZIP_ERRORS, RuntimeError, zlib.error) as exc:
             # RuntimeError is zipfile's "encrypted member" error.
             raise ParseError(
@@ -211,14 +220,16 @@ class _HeadingStyles:
 class _SectionWalker:
     """Feeds one section part's paragraphs and tables, in order, to a SectionBuilder."""
 
-    def __init__(self, builder: SectionBuilder, styles: _HeadingStyles) -> None:
+    def __init__(self, builder: SectionBuilder, styles: _HeadingStyles, budget: ParseBudget) -> None:
         self._builder = builder
         self._styles = styles
+        self._budget = budget
         self.first_heading: str | None = None
 
     def walk_paragraphs(self, container: etree._Element) -> None:
         for child in container:
             if _local(child) == "p":
+                self._budget.check_time()
                 self._paragraph(child)
 
     def _paragraph(self, paragraph: etree._Element) -> None:

@@ -4,6 +4,10 @@ Nested keys are joined with ``.`` (``contact.phone: 02-123-4567``) so each line
 says what its value is without the surrounding braces. A list of records (the
 top level of an export, a JSONL file, or a list-valued field) becomes one line
 per record in table sections, like spreadsheet rows.
+
+Limits (see :mod:`hanrag.ingest.parsers.budget`): the values (``{``, ``[`` and
+``,``) are counted against ``ingest.max_document_nodes`` before ``json`` builds
+its objects, and the lines made are charged as text.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from hanrag.errors import ParseError
 from hanrag.ingest.parsers.base import ParsedDocument, Section
+from hanrag.ingest.parsers.budget import active_budget, file_budget
 from hanrag.ingest.parsers.dates import parse_date
 from hanrag.ingest.parsers.tabular import chunk_lines, format_cell
 from hanrag.ingest.parsers.text import decode_text
@@ -49,8 +54,17 @@ def _is_record_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
+def _charged(lines: Iterator[str]) -> Iterator[str]:
+    budget = active_budget()
+    for line in lines:
+        if budget is not None:
+            budget.add_text(len(line))
+            budget.check_time()
+        yield line
+
+
 def _record_sections(records: list[Any], heading: str | None) -> list[Section]:
-    lines = (line for line in (_record_line(record) for record in records) if line)
+    lines = _charged(line for line in (_record_line(record) for record in records) if line)
     return [Section(text="\n".join(group), kind="table", heading=heading) for group in chunk_lines(lines)]
 
 
@@ -70,7 +84,13 @@ class JsonParser:
         return rest[:1] in (b"{", b"[", b'"')
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
-        text, encoding = decode_text(data, filename)
+        with file_budget(filename) as budget:
+            text, encoding = decode_text(data, filename)
+            # Each value becomes a Python object of 50-200 bytes.
+            budget.add_nodes(text.count("{") + text.count("[") + text.count(","), "JSON values")
+            return self._read(text, encoding, filename)
+
+    def _read(self, text: str, encoding: str, filename: str) -> ParsedDocument:
         value = self._load(text, filename)
         sections: list[Section] = []
         title: str | None = None
@@ -84,7 +104,7 @@ class JsonParser:
                 None,
             )
             plain = {key: item for key, item in value.items() if not _is_record_list(item)}
-            lines = [f"{key}: {text}" for key, text in _flatten(plain, "")]
+            lines = list(_charged(f"{key}: {text}" for key, text in _flatten(plain, "")))
             if lines:
                 sections.append(Section(text="\n".join(lines)))
             for key, item in value.items():

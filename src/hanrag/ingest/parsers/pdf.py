@@ -2,6 +2,10 @@
 
 PDFium is not safe to call from several threads at once, and ingestion may run
 parsers in a thread pool, so every use of it here holds one module-wide lock.
+
+Limits (see :mod:`hanrag.ingest.parsers.budget`): the deadline is checked and
+the text charged page by page. A page's own content is PDFium's to decode and
+cannot be interrupted half-way.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hanrag.errors import ParseError
 from hanrag.ingest.parsers.base import ParsedDocument, Section
+from hanrag.ingest.parsers.budget import file_budget
 from hanrag.ingest.parsers.dates import parse_pdf_date
 from hanrag.ingest.parsers.sections import clean_text
 
@@ -81,23 +86,26 @@ class PdfParser:
         import pypdfium2 as pdfium
 
         sections: list[Section] = []
-        for index in range(len(document)):
-            try:
-                page = document[index]
+        with file_budget(filename) as budget:
+            for index in range(len(document)):
+                budget.check_time()
                 try:
-                    text_page = page.get_textpage()
+                    page = document[index]
                     try:
-                        text = unwrap_lines(clean_text(text_page.get_text_range()))
+                        text_page = page.get_textpage()
+                        try:
+                            text = unwrap_lines(clean_text(text_page.get_text_range()))
+                        finally:
+                            text_page.close()
                     finally:
-                        text_page.close()
-                finally:
-                    page.close()
-            except pdfium.PdfiumError as exc:
-                raise ParseError(
-                    f"{filename}: page {index + 1} is damaged ({exc})", code="corrupt_file"
-                ) from exc
-            if text:
-                sections.append(Section(text=text, page=index + 1))
+                        page.close()
+                except pdfium.PdfiumError as exc:
+                    raise ParseError(
+                        f"{filename}: page {index + 1} is damaged ({exc})", code="corrupt_file"
+                    ) from exc
+                if text:
+                    budget.add_text(len(text))
+                    sections.append(Section(text=text, page=index + 1))
         return sections
 
 

@@ -4,6 +4,11 @@ Sniffing first means a PDF saved as ``보고서.txt`` is read as a PDF, and a PN
 renamed ``.txt`` is refused as unsupported instead of being decoded into
 garbage. Every parser module imports its third-party library inside its
 functions, so importing this registry costs nothing.
+
+:func:`parse_bytes` runs each file under its own
+:class:`~hanrag.ingest.parsers.budget.ParseBudget` (the ``ingest.*`` limits),
+and puts any zip through the archive guard before even the format is sniffed
+from its member names.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import zipfile
 from pathlib import Path
 
 from hanrag.errors import ParseError
+from hanrag.ingest.parsers.archive_guard import inspect_zip
 from hanrag.ingest.parsers.base import ParsedDocument, Parser
+from hanrag.ingest.parsers.budget import ParseLimits, file_budget
 from hanrag.ingest.parsers.containers import OLE_MAGIC, ZIP_ERRORS
 from hanrag.ingest.parsers.csv import CsvParser
 from hanrag.ingest.parsers.docx import DocxParser
@@ -218,32 +225,48 @@ def read_limited(path: Path, *, max_bytes: int) -> bytes:
     return data
 
 
-def parse_file(path: Path, *, max_bytes: int) -> ParsedDocument:
+def parse_file(path: Path, *, max_bytes: int, limits: ParseLimits | None = None) -> ParsedDocument:
     """Read and parse one file; every failure is a :class:`ParseError` that names the file."""
-    return parse_bytes(read_limited(path, max_bytes=max_bytes), path.name)
+    return parse_bytes(read_limited(path, max_bytes=max_bytes), path.name, limits=limits)
 
 
-def parse_bytes(data: bytes, filename: str) -> ParsedDocument:
-    """Parse a file's bytes already in memory (uploads); same errors as :func:`parse_file`."""
+def parse_bytes(data: bytes, filename: str, *, limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse a file's bytes already in memory (uploads); same errors as :func:`parse_file`.
+
+    ``limits`` (default: those of the default settings) bound the parse; past one the
+    file fails with ``file_too_complex``.
+    """
     if not data:
         raise ParseError(f"{filename}: file is empty", code="empty_file")
-    fmt = detect_format(data, filename)
-    if fmt is None:
-        extension = Path(filename).suffix.lower() or "no extension"
-        raise ParseError(
-            f"{filename}: unsupported file format ({extension}); "
-            f"supported: {', '.join(supported_extensions())}",
-            code="unsupported_format",
-        )
-    parser = get_parser(fmt)
-    try:
-        document = parser.parse(data, filename)
-    except ParseError:
-        raise
-    except Exception as exc:  # a library choking on malformed input is a damaged file, not a server bug
-        raise ParseError(
-            f"{filename}: could not be read as {fmt} ({type(exc).__name__}: {exc})", code="corrupt_file"
-        ) from exc
+    with file_budget(filename, limits) as budget:
+        if data.startswith(b"PK\x03\x04"):
+            # Sniffing reads the member list; nothing of a zip is read before the guard has seen it.
+            kind = _BY_EXTENSION.get(Path(filename).suffix.lower(), "")
+            inspect_zip(data, filename, kind=kind.upper() if kind in ("docx", "xlsx", "hwpx") else "zip")
+        fmt = detect_format(data, filename)
+        if fmt is None:
+            extension = Path(filename).suffix.lower() or "no extension"
+            raise ParseError(
+                f"{filename}: unsupported file format ({extension}); "
+                f"supported: {', '.join(supported_extensions())}",
+                code="unsupported_format",
+            )
+        parser = get_parser(fmt)
+        try:
+            document = parser.parse(data, filename)
+        except ParseError:
+            raise
+        except MemoryError as exc:
+            raise budget.too_complex(f"ran out of memory while reading it as {fmt}") from exc
+        except Exception as exc:  # a library choking on malformed input is a damaged file, not a server bug
+            raise ParseError(
+                f"{filename}: could not be read as {fmt} ({type(exc).__name__}: {exc})", code="corrupt_file"
+            ) from exc
+        # Parsers charge their text as they go; this catches whatever a parser did not.
+        if sum(len(section.text) for section in document.sections) > budget.limits.max_text_chars:
+            raise budget.too_complex(
+                f"yields more than {budget.limits.max_text_chars:,} characters of text (ingest.max_text_chars)"
+            )
     if not document.text.strip():
         raise ParseError(f"{filename}: no text could be extracted", code="no_text")
     return document

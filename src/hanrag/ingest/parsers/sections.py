@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from hanrag.ingest.parsers.base import Section
+from hanrag.ingest.parsers.budget import active_budget
 from hanrag.ingest.parsers.tabular import table_sections
 
 # C0/C1 control characters other than tab and newline: they come from binary
@@ -32,12 +33,16 @@ def clean_text(text: str) -> str:
 class SectionBuilder:
     """Collects blocks in document order and hands back the sections they make.
 
+    Text added is charged to the parse's budget (and the deadline checked), so a
+    parser that feeds a builder need not count its own text.
+
     A heading with no body before the next heading stays in the next section's
     text (``제4장 휴가`` followed at once by ``제20조``), so no section is a bare
     heading and the outer heading's words are not lost.
     """
 
     def __init__(self) -> None:
+        self._budget = active_budget()
         self._heading: str | None = None
         self._lines: list[str] = []
         self._has_body = False
@@ -47,6 +52,7 @@ class SectionBuilder:
         heading = clean_text(text).replace("\n", " ")
         if not heading:
             return
+        self._charge(len(heading))
         if self._has_body:
             self._flush()
         self._heading = heading
@@ -55,6 +61,7 @@ class SectionBuilder:
     def add_text(self, text: str) -> None:
         cleaned = clean_text(text)
         if cleaned:
+            self._charge(len(cleaned))
             self._lines.append(cleaned)
             self._has_body = True
 
@@ -74,6 +81,11 @@ class SectionBuilder:
         if lead:
             sections[0].text = "\n".join([*lead, sections[0].text])
         self._sections.extend(sections)
+
+    def _charge(self, chars: int) -> None:
+        if self._budget is not None:
+            self._budget.add_text(chars)
+            self._budget.check_time()
 
     def build(self) -> list[Section]:
         self._flush()

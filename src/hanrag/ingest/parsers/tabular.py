@@ -4,6 +4,11 @@ A data row becomes one line ``헤더1: 값1, 헤더2: 값2``: every line carries
 column names, so a chunk cut anywhere in a long table still says what each value
 means, and a question such as "AP-500 가격" matches the line that holds both.
 Empty cells are skipped so sparse sheets do not turn into runs of ``열: ,``.
+
+Every row is charged to the parse's budget here (rows and cells visited, empty
+ones included, and the text made), which is what stops a sheet of a million
+empty rows: :func:`iter_row_lines` pulls rows one at a time from a lazy source
+such as openpyxl's read-only worksheet.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 
 from hanrag.ingest.parsers.base import Section
+from hanrag.ingest.parsers.budget import active_budget
 
 # A table section holds at most this many rows; a chunker keeps table sections
 # whole where it can, so this bounds the size of the text it has to keep together.
@@ -75,9 +81,12 @@ def iter_row_lines(rows: Iterable[Sequence[object]]) -> Iterator[str]:
     A table that is nothing but its header row yields the header's values as one
     line, so that text is not lost.
     """
+    budget = active_budget()
     header: list[str] | None = None
     emitted = False
     for raw in rows:
+        if budget is not None:
+            budget.add_row(len(raw))
         cells = [format_cell(value) for value in raw]
         if not any(cells):
             continue
@@ -87,6 +96,8 @@ def iter_row_lines(rows: Iterable[Sequence[object]]) -> Iterator[str]:
         line = render_row(header, cells)
         if line:
             emitted = True
+            if budget is not None:
+                budget.add_text(len(line))
             yield line
     if header is not None and not emitted:
         yield " | ".join(cell for cell in header if cell)
@@ -124,14 +135,21 @@ def rows_from_cells(cells: Iterable[tuple[int, int, int, str]]) -> list[list[str
     A cell spanning several columns fills each of them, so the values of later
     rows line up with the header cell above them.
     """
+    budget = active_budget()
     grid: dict[int, dict[int, str]] = {}
     for row, column, span, text in cells:
         target = grid.setdefault(row, {})
         for offset in range(max(1, min(span, 256))):
             target.setdefault(column + offset, text)
     rows: list[list[str]] = []
+    total = 0
     for row in sorted(grid):
         columns = grid[row]
         width = max(columns) + 1
+        total += width
+        if budget is not None:
+            # A cell address far to the right (the file says where each cell is) would make a
+            # row millions of cells wide: check before building it.
+            budget.room_for_cells(total)
         rows.append([columns.get(column, "") for column in range(width)])
     return rows

@@ -5,18 +5,37 @@ each later row one ``헤더: 값`` line (see :mod:`tabular`), at most
 :data:`~hanrag.ingest.parsers.tabular.MAX_ROWS_PER_SECTION` rows per section.
 ``data_only`` gives the values Excel last calculated rather than formulas,
 which is what a reader of the sheet sees.
+
+Limits (see :mod:`hanrag.ingest.parsers.budget`): the archive guard checks the
+package before openpyxl opens it, and counts every worksheet's ``row`` elements
+(at most ``ingest.max_table_rows``, rows openpyxl would parse and skip included)
+and the size of its widest row. openpyxl loads the workbook, styles and shared
+strings whole, and keeps what a worksheet has outside its rows, so those are
+charged as tree nodes before it starts; the rows themselves are streamed one at
+a time, charged as they are read (rows and cells, empty ones included:
+:func:`~hanrag.ingest.parsers.tabular.iter_row_lines`), and openpyxl reads the
+package through a stream that stops it at the deadline. A declared sheet size
+(``<dimension>``) is ignored.
 """
 
 from __future__ import annotations
 
-import io
+import re
 from typing import Any
 
 from hanrag.errors import ParseError
+from hanrag.ingest.parsers.archive_guard import ArchiveReport, package_stream
 from hanrag.ingest.parsers.base import ParsedDocument, Section
+from hanrag.ingest.parsers.budget import ParseBudget, file_budget
 from hanrag.ingest.parsers.containers import check_ooxml_package
 from hanrag.ingest.parsers.sections import clean_text
 from hanrag.ingest.parsers.tabular import format_cell, table_sections
+
+# Worksheets are streamed row by row (and charged per row), not loaded as trees.
+_WORKSHEET_PART = re.compile(r"^xl/worksheets/[^/]+\.xml$", re.IGNORECASE)
+# openpyxl holds one row at a time, as a tree and then as a list of cells: Excel's widest row
+# (16,384 cells) at about 8 XML nodes a cell.
+MAX_ROW_NODES = 16_384 * 8
 
 
 class XlsxParser:
@@ -28,11 +47,18 @@ class XlsxParser:
         return False
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
-        check_ooxml_package(data, filename, kind="XLSX", main_part="xl/workbook.xml")
+        with file_budget(filename) as budget:
+            report = check_ooxml_package(data, filename, kind="XLSX", main_part="xl/workbook.xml")
+            _charge_package(report, budget)
+            return self._read(data, filename)
+
+    def _read(self, data: bytes, filename: str) -> ParsedDocument:
         from openpyxl import load_workbook
 
         try:
-            workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+            workbook = load_workbook(package_stream(data, filename), read_only=True, data_only=True)
+        except ParseError:
+            raise
         except Exception as exc:  # openpyxl raises KeyError, ValueError, lxml errors... for broken parts
             raise ParseError(f"{filename}: not a valid XLSX file ({exc})", code="corrupt_file") from exc
         sections: list[Section] = []
@@ -59,6 +85,20 @@ class XlsxParser:
             date=date,
             metadata={"sheets": ", ".join(sheet_names)},
         )
+
+
+def _charge_package(report: ArchiveReport, budget: ParseBudget) -> None:
+    """Charge what openpyxl keeps in memory; refuse a row wider than Excel's before it is read."""
+    kept = 0
+    for name, stats in report.markup.items():
+        if stats.widest_row > MAX_ROW_NODES:
+            raise budget.too_complex(
+                f"a row of {name} has more than {MAX_ROW_NODES:,} XML elements and attributes "
+                "(wider than any Excel sheet)"
+            )
+        # A worksheet's rows are streamed; the rest of it, and every other part, is kept whole.
+        kept += stats.nodes - stats.row_nodes if _WORKSHEET_PART.match(name) else stats.nodes
+    budget.add_nodes(kept)
 
 
 def _row_values(cells: tuple[Any, ...]) -> list[object]:
