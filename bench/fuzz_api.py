@@ -31,20 +31,21 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+import served
+from served import free_port, stop_server
 
 PASSWORD = "fuzz-horse-battery-staple"
 DOCS = {
@@ -56,18 +57,6 @@ ACLS = {"a": "group:a", "b": "group:b", "p": "public"}
 # Statuses that describe a limit or a dependency, not a bug: storage full, a backend
 # (or the queue) unavailable, a request that ran out of time.
 EXPECTED_5XX = {"503", "504", "507"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def hanrag(*args: str) -> list[str]:
-    executable = Path(sys.executable).with_name("hanrag")
-    return [str(executable), *args] if executable.exists() else [sys.executable, "-m", "hanrag", *args]
 
 
 def server_env(data_dir: Path, root: Path) -> dict[str, str]:
@@ -107,36 +96,10 @@ def prepare(base: Path, err: Console) -> tuple[Path, Path, dict[str, str]]:
     return data_dir, root, keys
 
 
-def start_server(data_dir: Path, root: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("wb")
-    server = subprocess.Popen(
-        hanrag("serve", "--host", "127.0.0.1", "--port", str(port)),
-        env=server_env(data_dir, root),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"hanrag serve exited with {server.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    raise SystemExit("the server did not start in 180 s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+def start_server(
+    data_dir: Path, root: Path, port: int, log: IO[bytes], err: Console
+) -> subprocess.Popen[bytes]:
+    return served.start_server(port, server_env(data_dir, root), log, err, ready_path="/healthz")
 
 
 def statuses(url: str, key: str) -> dict[str, int]:
@@ -225,7 +188,8 @@ def main() -> None:
         data_dir, root, keys = prepare(base, err)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = start_server(data_dir, root, port, base / "server.log")
+        log = (base / "server.log").open("w+b")
+        server = start_server(data_dir, root, port, log, err)
         process = psutil.Process(server.pid)
         rss_start = process.memory_info().rss / 2**20
         watchdog = Watchdog(data_dir)
@@ -243,8 +207,9 @@ def main() -> None:
         finally:
             watchdog.stopped.set()
             stop_server(server)
-        log = (base / "server.log").read_text(errors="replace")
-        unhandled = log.count("unhandled error") + log.count("Exception in ASGI application")
+            log.close()
+        server_log = (base / "server.log").read_text(errors="replace")
+        unhandled = server_log.count("unhandled error") + server_log.count("Exception in ASGI application")
         server_errors = {s: n for s, n in counts.items() if s.startswith("5")}
         unexpected = {s: n for s, n in server_errors.items() if s not in EXPECTED_5XX}
         summary = {
@@ -278,7 +243,7 @@ def main() -> None:
                 err.print(f"[dim]--- st run as the {run['as']} (exit {run['exit']}) ---[/dim]")
                 err.print(run["tail"], markup=False, highlight=False)
             if unexpected or unhandled:
-                err.print(re.findall(r".*(?:Error|Exception).*", log)[-20:])
+                err.print(re.findall(r".*(?:Error|Exception).*", server_log)[-20:])
         if unexpected or unhandled:
             raise SystemExit(1)
     finally:

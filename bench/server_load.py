@@ -34,15 +34,12 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -52,6 +49,9 @@ import httpx
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+import served
+from served import free_port, hanrag, rss_mib, stop_server
 
 QUESTIONS = [
     "신규 입사자의 수습 기간은 얼마인가요?",
@@ -93,12 +93,6 @@ class Run:
     rss_samples: list[float] = field(default_factory=list)
 
 
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANRAG_")}
     env.update(
@@ -109,11 +103,6 @@ def server_env(data_dir: Path) -> dict[str, str]:
         }
     )
     return env
-
-
-def hanrag(*args: str) -> list[str]:
-    """The ``hanrag`` command line of this interpreter's installation."""
-    return [sys.executable, "-c", "from hanrag.cli.main import app; app(prog_name='hanrag')", *args]
 
 
 def ingest_samples(data_dir: Path, err: Console) -> None:
@@ -133,47 +122,9 @@ def ingest_samples(data_dir: Path, err: Console) -> None:
     err.print(f"[dim]ingested in {time.perf_counter() - started:.1f} s[/dim]")
 
 
-def rss_mib(process: psutil.Process) -> float:
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        with suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total / 2**20
-
-
 def start_server(data_dir: Path, port: int, workers: int, err: Console) -> subprocess.Popen[bytes]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the server's lifetime)
-    server = subprocess.Popen(
-        hanrag("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
-        env=server_env(data_dir),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 180
-    url = f"http://127.0.0.1:{port}/readyz"
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            log.seek(0)
-            raise SystemExit(f"hanrag serve exited with {server.returncode}:\n{log.read().decode()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=30).status_code == 200:
-                err.print(f"[dim]server ready on port {port} (pid {server.pid})[/dim]")
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(server)
-    raise SystemExit("the server did not become ready in 180 s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+    return served.start_server(port, server_env(data_dir), log, err, extra=("--workers", str(workers)))
 
 
 async def ask_once(client: httpx.AsyncClient, question: str, timeout: float) -> Outcome:

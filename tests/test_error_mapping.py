@@ -372,7 +372,9 @@ def test_upload_past_the_timeout_stores_nothing(
     )
     assert_problem(response, 504, "timeout")
     time.sleep(3.0)
-    assert parsed == [name]  # the parse in the thread has finished by now...
+    # The parse in the thread has ended by now: finished, or stopped by the parse budget's
+    # own cancellation check (it looks at the request's cancel token)...
+    assert parsed in ([], [name])
     assert embedded == []  # ...and nothing was embedded after the request gave up...
     assert len(served.engine.list_documents(limit=10_000, caller=SYSTEM)) == documents  # ...nor stored
     assert not any(name in row.source for row in served.engine.list_documents(limit=10_000, caller=SYSTEM))
@@ -623,9 +625,7 @@ def test_postgres_value_too_long_is_400_naming_the_column(
         # However the legacy route stores long page ids, never a 500.
         assert client.post("/query", json=body).status_code < 500
         # The backstop: a long page id reaching the 64-character column is refused, not a 500.
-        import hanrag.api.routers.legacy as legacy
-
-        monkeypatch.setattr(legacy, "_room_id", lambda _request, page_id: page_id, raising=False)
+        monkeypatch.setattr(engine, "room_id", lambda page_id, caller: page_id)
         refused = assert_legacy_error(client.post("/query", json=body), 400)
         assert "chat_sessions.id" in refused["result"]
         native = client.post("/api/v1/ask", json={"question": QUESTION, "session_id": "p" * 80})
