@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 
 from hanrag.api import metrics
-from hanrag.auth.access import Caller
+from hanrag.auth.access import Caller, caller_of
 from hanrag.cancellation import cancel_scope
 from hanrag.domain import AnswerEvent, ErrorEvent
 from hanrag.engine import Engine
@@ -28,10 +28,7 @@ def current_caller(request: Request) -> Caller:
     """The caller of a request, as every engine read takes it: from the identity the
     authentication layer put on the request (auth mode ``none``: the implicit single
     user, who reads everything)."""
-    identity = getattr(request.state, "identity", None)
-    if identity is None or identity.via == "none":
-        return Caller(name=None, principals=None, role="admin")
-    return Caller.of(identity.username, identity.principals, identity.role)
+    return caller_of(getattr(request.state, "identity", None))
 
 
 # The caller as a typed route dependency: ``caller: CallerDep``.

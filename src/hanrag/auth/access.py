@@ -19,9 +19,13 @@ import hashlib
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from hanrag.domain import PUBLIC, SearchFilters
 from hanrag.errors import ForbiddenError, InvalidInputError
+
+if TYPE_CHECKING:
+    from hanrag.auth.service import Identity
 
 NAME_MAX_CHARS = 100
 # Letters and digits of any script (group names such as "영업" appear in ACLs built from
@@ -169,6 +173,15 @@ class Caller:
 
 
 SYSTEM = Caller(name=None, principals=None, role="admin")
+
+
+def caller_of(identity: Identity | None) -> Caller:
+    """The caller an authenticated identity reads as, for every entry point (HTTP API,
+    MCP server): no identity or auth mode ``none`` is the implicit single user, who
+    reads everything."""
+    if identity is None or identity.via == "none":
+        return Caller(name=None, principals=None, role="admin")
+    return Caller.of(identity.username, identity.principals, identity.role)
 
 
 def scope(filters: SearchFilters | None, caller: Caller) -> SearchFilters:
