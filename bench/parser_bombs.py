@@ -10,7 +10,8 @@ What it does:
    DOCX of 300 MB of ``<w:p/>``, an XLSX of a million empty rows declared
    A1:XFD1048576, rows 16,384 cells wide, a zip of 100,000 entries, an HWPX and
    an HWP of 300 MB of empty paragraphs/records, a DOCX with a lying zip header,
-   a DOCX carrying a nested bomb), in memory;
+   a DOCX carrying a nested bomb, and 300 KB PDFs whose page content stream, the
+   same with an indirect /Length, or object stream inflates to 300 MB), in memory;
 2. starts ``hanrag serve`` on 127.0.0.1 (a free port, one process, a temporary
    data directory, the extractive generator) and waits for ``/readyz``;
 3. warms it up by uploading every bundled sample (the parsing libraries and the

@@ -4,11 +4,13 @@ The bombs are built here, in memory, small on disk and huge unpacked: a DOCX of
 300 MB of ``<w:p/>`` (under 1 MB), an XLSX of a million empty rows with a
 sheet size of A1:XFD1048576, a zip of 100,000 entries, an HWPX and an HWP of
 300 MB of empty paragraphs, a DOCX whose zip header lies about its size, a DOCX
-carrying a zip bomb inside it. They go through the real registry, the real
+carrying a zip bomb inside it, a 300 KB PDF whose page content stream (or object
+stream) inflates to 300 MB. They go through the real registry, the real
 ingestion pipeline and a real HTTP upload (uvicorn on loopback), and each
 assertion also bounds the resident memory the process gained while the bomb
 was being read (sampled every few milliseconds). The bundled samples must parse
-exactly as they did before the limits existed.
+exactly as they did before the limits existed, and a parse whose request was given
+up stops with ``WorkCancelled``.
 
 :data:`BOMBS` is also what ``bench/parser_bombs.py`` uploads, so this module
 imports nothing of the server or the engine at its top.
@@ -16,6 +18,7 @@ imports nothing of the server or the engine at its top.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -28,7 +31,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,6 +229,66 @@ def docx_with_nested_bomb() -> bytes:
     return _zip(parts, stored=["word/embeddings/bomb.docx"])
 
 
+def _pdf(objects: dict[int, bytes], packed: dict[int, int]) -> bytes:
+    """A PDF 1.5 of ``objects`` (1: the catalog), ``packed`` ones (number: index) in object stream 6."""
+    out = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
+    offsets = {}
+    for number, body in objects.items():
+        offsets[number] = len(out)
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    size = max(objects) + 2  # the cross-reference stream is the last object
+    entry = {n: (2, 6, packed[n]) if n in packed else (1, offsets[n], 0) for n in (*objects, *packed)}
+    rows = [entry.get(n, (0, 0, 0)) for n in range(size - 1)] + [(1, len(out), 0)]
+    table = b"".join(struct.pack(">BIH", *row) for row in rows)
+    xref = b"<< /Type /XRef /Size %d /W [1 4 2] /Root 1 0 R /Length %d >>" % (size, len(table))
+    out += b"%d 0 obj\n%s\nstream\n%s\nendstream\nendobj\n" % (size - 1, xref, table)
+    return bytes(out + b"startxref\n%d\n%%%%EOF\n" % rows[-1][1])
+
+
+def _deflated(pieces: Iterable[bytes]) -> bytes:
+    compressor = zlib.compressobj(9)
+    return b"".join(compressor.compress(piece) for piece in pieces) + compressor.flush()
+
+
+def _stream(dictionary: bytes, data: bytes) -> bytes:
+    return b"<< %s /Length %d >>\nstream\n%s\nendstream" % (dictionary, len(data), data)
+
+
+def pdf_flate_bomb(
+    variant: str = "content",
+    *,
+    filters: bytes = b"/FlateDecode",
+    content: bytes = b"",
+    extra: dict[int, bytes] | None = None,
+) -> bytes:
+    """A one-page PDF whose page content stream inflates to 300 MB of ``q Q`` (``indirect``: its /Length
+    in object 5), or (``objstm``) whose page tree is in an object stream padded to 300 MB."""
+    pages = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
+    page = b"<< /Type /Page /Parent 2 0 R /Contents 4 0 R /Resources << /XObject << /Im1 7 0 R >> >> >>"
+    content = content or _deflated([b"q Q\n"] if variant == "objstm" else _repeat(b"q Q\n", BOMB_UNPACKED))
+    length = b"5 0 R" if variant == "indirect" else b"%d" % len(content)
+    objects = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: pages, 3: page, 5: b"%d" % len(content)}
+    objects[4] = b"<< /Filter %s /Length %s >>\nstream\n%s\nendstream" % (filters, length, content)
+    objects[6] = b"[/FlateDecode]"  # for filters=b"6 0 R"
+    objects.update(extra or {})  # 7: the image /Im1
+    if variant != "objstm":
+        return _pdf(objects, {})
+    head = b"2 0 3 %d " % (len(pages) + 1)
+    packed = _deflated(_repeat(b" ", BOMB_UNPACKED, head=head + objects.pop(2) + b" " + objects.pop(3)))
+    objects[6] = _stream(b"/Type /ObjStm /N 2 /First %d /Filter /Fl" % len(head), packed)
+    return _pdf(objects, {2: 0, 3: 1})
+
+
+def lzw_bomb(total: int) -> bytes:
+    """LZW whose codes each name the entry they define (a string of zeros one byte longer), then repeat
+    the longest, 3,837 bytes a 12-bit code; widths as PDFium reads them (EarlyChange 1)."""
+    codes = [256, 0, *range(258, 4094), *[4093] * (total // 3837), 257]
+    widths = (9 if i < 255 else 10 if i < 767 else 11 if i < 1791 else 12 for i in range(len(codes)))
+    bits = "".join(f"{code:0{width}b}" for code, width in zip(codes, widths, strict=True))
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
 @dataclass(frozen=True)
 class Bomb:
     name: str
@@ -244,6 +307,9 @@ BOMBS = [
     Bomb("hwp: 300 MB of empty records", "레코드폭탄.hwp", hwp_section_bomb),
     Bomb("docx: lying zip header", "거짓헤더.docx", docx_lying_header),
     Bomb("docx: carries a nested bomb", "중첩.docx", docx_with_nested_bomb, code=None),
+    Bomb("pdf: 300 MB Flate content stream", "스트림폭탄.pdf", pdf_flate_bomb),
+    Bomb("pdf: the same, indirect /Length", "간접길이.pdf", partial(pdf_flate_bomb, "indirect")),
+    Bomb("pdf: 300 MB object stream", "객체스트림.pdf", partial(pdf_flate_bomb, "objstm")),
 ]
 
 
@@ -332,6 +398,7 @@ def test_the_bombs_are_small_on_disk(bombs: dict[str, bytes]) -> None:
     assert len(bombs["문단폭탄.docx"]) < 1 * MB
     assert len(bombs["문단폭탄.hwpx"]) < 1 * MB
     assert len(bombs["빈행폭탄.xlsx"]) < 5 * MB
+    assert len(bombs["스트림폭탄.pdf"]) < 1 * MB and len(bombs["객체스트림.pdf"]) < 1 * MB
 
 
 # --- the pipeline and HTTP --------------------------------------------------------------------
@@ -510,11 +577,63 @@ def test_text_and_cell_limits() -> None:
     _too_complex(html, "태그폭탄.html", _limits(max_document_nodes=10_000))
 
 
+@pytest.mark.parametrize(
+    ("filters", "encode"),
+    [
+        (b"[/FlateDecode /FlateDecode]", lambda packed: _deflated([packed])),
+        (b"[/AHx /Fl]", lambda packed: packed.hex().encode() + b">"),
+        (b"[/A85 /Fl]", lambda packed: base64.a85encode(packed) + b"~>"),
+        (b"/Flate#44ecode", lambda packed: packed),
+        (b"6 0 R", lambda packed: packed),
+        (b"/LZWDecode", lambda packed: lzw_bomb(30 * MB)),
+    ],
+    ids=["flate-twice", "hex", "ascii85", "escaped-name", "indirect-filter", "lzw"],
+)
+def test_pdf_streams_are_measured_through_their_filters(
+    filters: bytes, encode: Callable[[bytes], bytes]
+) -> None:
+    # 30 MB of content, 1,000:1 (LZW 2,500:1): PDFium decodes every one of these in full.
+    data = pdf_flate_bomb(filters=filters, content=encode(_deflated(_repeat(b"q Q\n", 30 * MB))))
+    assert "max_compression_ratio" in _too_complex(data, "필터.pdf", _limits()).message
+
+
+def test_a_pdf_under_the_ratio_parses_and_counts_towards_max_unpacked_mb() -> None:
+    rng = random.Random(11)  # 1.3 MB of content that packs 6:1, past the 1 MB ratio floor
+    content = b"".join(
+        b"q 1 0 0 1 %d %d cm Q\n" % (rng.randrange(600), rng.randrange(800)) for _ in range(60_000)
+    )
+    data = pdf_flate_bomb(content=_deflated([b"BT /F1 12 Tf 72 700 Td (ordinary page) Tj ET\n", content]))
+    assert parse_bytes(data, "보통.pdf").text == "ordinary page"
+    with pytest.raises(ParseError) as caught:
+        parse_bytes(data, "보통.pdf", limits=_limits(max_unpacked_mb=1))
+    assert caught.value.code == "file_too_large"
+
+
+def test_pdf_images_are_held_to_the_unpacked_size_not_the_ratio() -> None:
+    # A white 1500 x 1500 image packs 1,000:1 as a bomb does; PDFium decodes images only to draw them.
+    image = b"/Subtype /Image /Width 1500 /Height 1500 /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /Fl"
+    pixels = _stream(image, _deflated([b"\xff" * (1500 * 1500 * 3)]))
+    content = _deflated([b"q 200 0 0 200 72 400 cm /Im1 Do Q BT /F1 12 Tf 72 700 Td (picture) Tj ET\n"])
+    data = pdf_flate_bomb(content=content, extra={7: pixels})
+    assert parse_bytes(data, "그림.pdf").text == "picture"
+    _too_complex(data.replace(b"/Subtype /Image", b"/Subtype /Fake0"), "그림.pdf", _limits())
+
+
 def test_unpacked_total_is_file_too_large() -> None:
     data = _zip({**_docx_parts(), "word/media/image1.png": random.Random(5).randbytes(3 * MB)})
     with pytest.raises(ParseError) as caught:
         parse_bytes(data, "큰압축.docx", limits=_limits(max_unpacked_mb=2))
     assert caught.value.code == "file_too_large"
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in SAMPLES.iterdir()))
+def test_a_cancelled_parse_stops_with_work_cancelled(name: str) -> None:
+    from hanrag.cancellation import cancel_scope
+    from hanrag.errors import WorkCancelled
+
+    with cancel_scope() as token, pytest.raises(WorkCancelled):
+        token.cancel("the request timed out")
+        parse_bytes((SAMPLES / name).read_bytes(), name)
 
 
 # --- normal files are not affected ------------------------------------------------------------

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from hanrag.cancellation import raise_if_cancelled
 from hanrag.errors import ParseError
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class ParseBudget:
         return ParseError(f"{self.filename}: {reason}", code="file_too_complex")
 
     def check_time(self) -> None:
+        """Raise past the deadline, or ``WorkCancelled`` once the request the parse serves was given up."""
+        raise_if_cancelled()
         if time.monotonic() > self.deadline:
             raise self.too_complex(
                 f"parsing took longer than {self.limits.timeout_s:g} s "

@@ -3,9 +3,12 @@
 PDFium is not safe to call from several threads at once, and ingestion may run
 parsers in a thread pool, so every use of it here holds one module-wide lock.
 
-Limits (see :mod:`hanrag.ingest.parsers.budget`): the deadline is checked and
-the text charged page by page. A page's own content is PDFium's to decode and
-cannot be interrupted half-way.
+Limits (see :mod:`hanrag.ingest.parsers.budget`): before PDFium sees the file,
+every stream in it is unpacked once with a bound
+(:mod:`~hanrag.ingest.parsers.pdf_guard`), so a compression bomb fails the file
+instead of filling memory; then the deadline is checked and the text charged
+page by page. A page's own content is PDFium's to decode and cannot be
+interrupted half-way.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from hanrag.errors import ParseError
 from hanrag.ingest.parsers.base import ParsedDocument, Section
 from hanrag.ingest.parsers.budget import file_budget
 from hanrag.ingest.parsers.dates import parse_pdf_date
+from hanrag.ingest.parsers.pdf_guard import inspect_pdf
 from hanrag.ingest.parsers.sections import clean_text
 
 if TYPE_CHECKING:
@@ -51,6 +55,7 @@ class PdfParser:
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
         import pypdfium2 as pdfium
 
+        inspect_pdf(data, filename)
         with _PDFIUM_LOCK:
             try:
                 document = pdfium.PdfDocument(data)

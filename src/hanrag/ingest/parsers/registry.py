@@ -18,7 +18,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from hanrag.errors import ParseError
+from hanrag.errors import ParseError, WorkCancelled
 from hanrag.ingest.parsers.archive_guard import inspect_zip
 from hanrag.ingest.parsers.base import ParsedDocument, Parser
 from hanrag.ingest.parsers.budget import ParseLimits, file_budget
@@ -254,8 +254,8 @@ def parse_bytes(data: bytes, filename: str, *, limits: ParseLimits | None = None
         parser = get_parser(fmt)
         try:
             document = parser.parse(data, filename)
-        except ParseError:
-            raise
+        except (ParseError, WorkCancelled):
+            raise  # a ParseError already names the file; cancelled work is not a damaged file
         except MemoryError as exc:
             raise budget.too_complex(f"ran out of memory while reading it as {fmt}") from exc
         except Exception as exc:  # a library choking on malformed input is a damaged file, not a server bug
