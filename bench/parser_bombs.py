@@ -35,14 +35,12 @@ import argparse
 import json
 import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from contextlib import closing, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -52,6 +50,9 @@ import httpx
 import psutil
 from rich.console import Console
 from rich.table import Table
+
+import served
+from served import free_port, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -74,18 +75,8 @@ class Row:
     healthy_after: bool
 
 
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        with suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
+    return int(served.rss_mib(process) * MB)
 
 
 class Sampler:
@@ -130,41 +121,7 @@ def start_server(data_dir: Path, port: int, memory_mb: int | None, err: Console)
             resource.setrlimit(resource.RLIMIT_AS, (memory_mb * MB, memory_mb * MB))
 
     log = tempfile.TemporaryFile()  # noqa: SIM115 (kept open for the server's lifetime)
-    command = [
-        sys.executable,
-        "-c",
-        "from hanrag.cli.main import app; app(prog_name='hanrag')",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_memory)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            log.seek(0)
-            raise SystemExit(f"hanrag serve exited with {server.returncode}:\n{log.read().decode()[-2000:]}")
-        with suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200:
-                err.print(f"[dim]server ready on port {port} (pid {server.pid})[/dim]")
-                return server
-        time.sleep(0.5)
-    stop_server(server)
-    raise SystemExit("the server did not become ready in 180 s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+    return served.start_server(port, env, log, err, extra=("--workers", "1"), preexec=limit_memory)
 
 
 def upload(client: httpx.Client, filename: str, data: bytes) -> tuple[int | None, str | None]:

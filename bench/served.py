@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing, suppress
 from typing import IO
 
@@ -46,6 +47,7 @@ def start_server(
     extra: tuple[str, ...] = (),
     ready_path: str = "/readyz",
     timeout_s: float = 180.0,
+    preexec: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``hanrag serve`` on 127.0.0.1:``port``, once ``ready_path`` answers 200 (its output
     goes to ``log``, which stays open for the server's lifetime)."""
@@ -54,6 +56,7 @@ def start_server(
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=preexec,  # e.g. a memory limit for a build that is measured unguarded
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
