@@ -6,7 +6,6 @@ mode POSTs to a real HTTP receiver on loopback that records what it gets.
 
 from __future__ import annotations
 
-import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -65,7 +64,12 @@ def legacy(
 ) -> Iterator[Legacy]:
     engine = engine_on_index(samples_engine.engine, tmp_path_factory.mktemp("api-legacy"), shared_cache_path)
     receiver = start_receiver()
-    settings = with_api(engine.settings, legacy_response_url=receiver.url, legacy_batch_seconds=BATCH_SECONDS)
+    settings = with_api(
+        engine.settings,
+        legacy_response_url=receiver.url,
+        legacy_batch_seconds=BATCH_SECONDS,
+        legacy_max_body_mb=2.0,
+    )
     live = start_server(engine, settings)
     client = httpx.Client(base_url=live.url, timeout=60)
     rows = samples_engine.engine.list_documents(caller=SYSTEM)
@@ -111,6 +115,23 @@ def assert_timestamp(value: Any) -> datetime:
     assert isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", value), value
     moment = datetime.strptime(value, T_FORMAT)
     assert abs((datetime.now() - moment).total_seconds()) < 300  # local time, now
+    return moment
+
+
+def assert_legacy_error(response: httpx.Response, status: int, qry_id: str = "") -> dict[str, Any]:
+    """The legacy error object, sent with HTTP 200 (api.legacy_http_status is off)."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert_error_object(body, status, qry_id)
+    return body  # type: ignore[no-any-return]
+
+
+def assert_local_iso(value: Any) -> datetime:
+    """Timestamp I: local ISO time without an offset (Java's LocalDateTime.parse reads it)."""
+    assert isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?", value), value
+    moment = datetime.fromisoformat(value)
+    assert moment.tzinfo is None and abs((datetime.now() - moment).total_seconds()) < 300
     return moment
 
 
@@ -181,7 +202,7 @@ def test_query_envelope(legacy: Legacy) -> None:
         200,
         "OK",
         "",
-        "C",
+        "E",
         "Q-100",
     )
     assert_timestamp(body["rsp_time"])
@@ -194,9 +215,9 @@ def test_query_envelope(legacy: Legacy) -> None:
     stored = history(legacy, page_id)
     assert stored == [
         {"role": "human", "content": PASSWORD},
-        {"role": "ai", "content": answer, "references": cited_chunk_ids(answer, retrieved)},
+        {"role": "ai", "content": answer, "references": [r["chunk_id"] for r in retrieved]},
     ]
-    assert stored[1]["references"]
+    assert set(cited_chunk_ids(answer, retrieved)) <= set(stored[1]["references"])
 
 
 def test_query_without_qry_id_and_with_iso_time(legacy: Legacy) -> None:
@@ -204,13 +225,13 @@ def test_query_without_qry_id_and_with_iso_time(legacy: Legacy) -> None:
     response = legacy.client.post("/query", json=body)
     assert response.status_code == 200, response.text
     assert response.json()["qry_id"] is None  # "<qry_id or null>"
-    assert response.json()["continue"] == "C"
+    assert response.json()["continue"] == "E"
 
 
 @pytest.mark.parametrize(
     "qry_time",
     [
-        [2025, 3, 4, 9, 15, 2, 123456789],  # nanoseconds (clamped to 999999 µs)
+        [2025, 3, 4, 9, 15, 2, 123456789],  # nanoseconds, kept to the microsecond
         [2025, 3, 4, 9, 15, 2, 123456],
         [2025, 3, 4, 9, 15],
         "2025-03-04T09:15:02",
@@ -244,11 +265,62 @@ def test_no_rag(legacy: Legacy) -> None:
     assert check_a_item(body["data_list"][0]) == EXTRACTIVE_NO_RAG_ANSWER
 
 
-def test_image_data_is_accepted(legacy: Legacy) -> None:
-    body = request(PASSWORD, page(), image_data="data:image/png;base64,iVBORw0KGgo=")
-    response = legacy.client.post("/query", json=body)
-    assert response.status_code == 200
+@pytest.mark.parametrize(
+    "image_data",
+    ["data:image/png;base64,iVBORw0KGgo=", "iVBORw0KGgo=", {"type": "png", "data": "iVBORw0KGgo="}],
+    ids=["data-url", "base64", "object"],
+)
+@pytest.mark.parametrize("path", ["/query", "/query_stream", "/queryToSLLM"])
+def test_image_data_without_a_vision_model(legacy: Legacy, path: str, image_data: Any) -> None:
+    page_id = page()
+    response = legacy.client.post(path, json=request(PASSWORD, page_id, "Q-img", image_data=image_data))
+    body = assert_legacy_error(response, 400, "Q-img")
+    assert "비전 모델" in body["result"] and "잘못된 요청" not in body["result"]  # not a shape error
+    assert history(legacy, page_id) == []
+
+
+@pytest.mark.parametrize("image_data", ["", None, {}, []])
+def test_empty_image_data_is_no_image(legacy: Legacy, image_data: Any) -> None:
+    response = legacy.client.post("/query", json=request(PASSWORD, page(), image_data=image_data))
     assert [item["rsp_type"] for item in response.json()["data_list"]] == ["R", "A"]
+
+
+def test_lenient_bodies(legacy: Legacy) -> None:
+    """What Jackson writes for a Spring DTO: nulls for unset fields, numeric ids, extras."""
+    page_number = int(uuid.uuid4().int % 10**12)
+    body = {
+        "qry_id": 4711,
+        "user_id": None,
+        "page_id": page_number,
+        "qry_contents": PASSWORD,
+        "qry_time": [2025, 3, 4, 9, 15, 2, 123456789],
+        "rag": None,
+        "use_rag": None,
+        "auth_class": 3,
+        "image_data": None,
+        "something_new": {"nested": [1, 2]},
+    }
+    response = legacy.client.post("/query", json=body)
+    assert response.status_code == 200, response.text
+    envelope = response.json()
+    assert envelope["status_code"] == 200 and envelope["qry_id"] == "4711"
+    assert [item["rsp_type"] for item in envelope["data_list"]] == ["R", "A"]  # null rag = retrieval
+    assert [m["role"] for m in history(legacy, str(page_number))] == ["human", "ai"]
+
+
+@pytest.mark.parametrize("field", ["use_rag", "rag"])
+@pytest.mark.parametrize("path", ["/query", "/query_stream"])
+def test_use_rag_or_rag_false_answers_without_retrieval(legacy: Legacy, field: str, path: str) -> None:
+    page_id = page()
+    response = legacy.client.post(path, json=request(PASSWORD, page_id, **{field: False}))
+    if path == "/query":
+        data_list = response.json()["data_list"]
+        assert len(data_list) == 1 and check_a_item(data_list[0]) == EXTRACTIVE_NO_RAG_ANSWER
+    else:
+        payloads = stream_payloads(response)
+        assert all(p["type"] == "answer" for p in payloads), payloads  # no reference event
+        assert "".join(p["answer"] for p in payloads) == EXTRACTIVE_NO_RAG_ANSWER
+    assert history(legacy, page_id)[-1]["references"] == []
 
 
 @pytest.mark.parametrize("path", ["/query", "/query_stream", "/queryToSLLM"])
@@ -266,15 +338,28 @@ def test_image_data_is_accepted(legacy: Legacy) -> None:
 )
 def test_malformed_body(legacy: Legacy, path: str, content: bytes, qry_id: str) -> None:
     response = legacy.client.post(path, content=content, headers={"content-type": "application/json"})
-    assert response.status_code == 400
-    assert response.headers["content-type"] == "application/json"
-    assert_error_object(response.json(), 400, qry_id)
+    assert_legacy_error(response, 400, qry_id)
 
 
 def test_too_long_question(legacy: Legacy) -> None:
     response = legacy.client.post("/query", json=request("휴가 " * 1000, page(), "Q-long"))
-    assert response.status_code == 400
-    assert_error_object(response.json(), 400, "Q-long")
+    assert_legacy_error(response, 400, "Q-long")
+
+
+def test_real_http_statuses_when_configured(legacy: Legacy) -> None:
+    import json
+
+    legacy.configure(legacy_http_status=True)
+    try:
+        malformed = legacy.client.post("/query", json={"qry_id": "Q-real", "qry_contents": ""})
+        missing = legacy.client.get("/history")
+        big = json.dumps(request("휴가", page(), padding="x" * 2_200_000)).encode()
+        too_large = legacy.client.post("/query", content=big, headers={"content-type": "application/json"})
+    finally:
+        legacy.configure(legacy_http_status=False)
+    assert malformed.status_code == 400 and malformed.json()["status_code"] == 400
+    assert missing.status_code == 400 and missing.json()["status_code"] == 400
+    assert too_large.status_code == 413 and too_large.json()["status_code"] == 413
 
 
 @pytest.mark.parametrize("path", ["/query", "/query_stream", "/queryToSLLM"])
@@ -283,16 +368,24 @@ def test_body_over_the_limit_gets_the_legacy_error_object(legacy: Legacy, path: 
     import json
 
     refused_page = page()
-    body = json.dumps(request("휴가", refused_page, "Q-big", padding="x" * 1_100_000)).encode()
+    # The legacy routes' own limit (api.legacy_max_body_mb, 2 MiB here; 20 MiB by default).
+    body = json.dumps(request("휴가", refused_page, "Q-big", padding="x" * 2_200_000)).encode()
     content: bytes | Iterator[bytes] = (
         body if declared else iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
     )
     response = legacy.client.post(path, content=content, headers={"content-type": "application/json"})
-    assert response.status_code == 413
-    assert response.headers["content-type"] == "application/json"
-    assert_error_object(response.json(), 413)
+    assert_legacy_error(response, 413)
     assert history(legacy, refused_page) == []  # nothing was stored for the refused request
     assert legacy.client.post("/query", json=request(PASSWORD, page(), "Q-after")).status_code == 200
+
+
+def test_legacy_body_limit_is_larger_than_the_general_one(legacy: Legacy) -> None:
+    """A 1.5 MB body (a base64 image's size) passes on a legacy route, not on the others."""
+    page_id = page()
+    response = legacy.client.post("/query", json=request(PASSWORD, page_id, padding="x" * 1_500_000))
+    assert response.status_code == 200 and response.json()["status_code"] == 200, response.text[:300]
+    native = legacy.client.post("/api/v1/ask", json={"question": PASSWORD, "padding": "x" * 1_500_000})
+    assert native.status_code == 413
 
 
 # ------------------------------------------------------------- /query_stream
@@ -325,8 +418,7 @@ def test_query_stream(legacy: Legacy, slow_generator: None) -> None:
         "OK",
         "Reference data",
     )
-    moment = datetime.fromisoformat(reference["evt_time"])  # ISO 8601
-    assert moment.tzinfo is not None
+    assert_local_iso(reference["evt_time"])
     assert len(reference["data_list"]) == 1
     retrieved = check_r_item(legacy, reference["data_list"][0])
 
@@ -338,8 +430,35 @@ def test_query_stream(legacy: Legacy, slow_generator: None) -> None:
     text = "".join(p["answer"] for p in answers)
     assert all(len(p["answer"]) < len(text) for p in answers)  # increments, never the whole text again
     stored = history(legacy, page_id)
-    assert stored[-1] == {"role": "ai", "content": text, "references": cited_chunk_ids(text, retrieved)}
+    assert stored[-1] == {"role": "ai", "content": text, "references": [r["chunk_id"] for r in retrieved]}
     assert stored[-2] == {"role": "human", "content": LOCKOUT}
+
+
+@pytest.mark.parametrize("rag", [True, None])
+def test_query_stream_reference_event_without_hits(legacy: Legacy, rag: bool | None) -> None:
+    """A greeting retrieves nothing: the reference event still comes, with an empty R item."""
+    payloads = stream_payloads(
+        legacy.client.post("/query_stream", json=request("안녕하세요", page(), rag=rag))
+    )
+    reference = payloads[0]
+    assert set(reference) == REFERENCE_EVENT_KEYS and reference["type"] == "reference"
+    assert reference["data_list"] == [{"rsp_type": "R", "rsp_tit": LABEL, "rsp_data": []}]
+    assert_local_iso(reference["evt_time"])
+    assert [p["type"] for p in payloads[1:]] == ["answer"] * (len(payloads) - 1) and payloads[1:]
+
+
+def test_query_stream_ends_after_the_idle_timeout(legacy: Legacy) -> None:
+    answers = legacy.engine.answers
+    original = answers.generator
+    answers.generator = SlowExtractive(1.0, max_sentences=3)
+    legacy.configure(legacy_idle_timeout_s=0.3)
+    try:
+        payloads = stream_payloads(legacy.client.post("/query_stream", json=request(LOCKOUT, page())))
+    finally:
+        legacy.configure(legacy_idle_timeout_s=120.0)
+        answers.generator = original
+    assert [p["type"] for p in payloads] == ["reference", "error"], payloads
+    assert "0.3초" in payloads[-1]["message"]
 
 
 @pytest.mark.parametrize("question", ["   ", "휴가 " * 1000])
@@ -350,89 +469,6 @@ def test_query_stream_error_event(legacy: Legacy, question: str) -> None:
     assert set(payloads[0]) == {"type", "message"} and payloads[0]["type"] == "error"
     assert payloads[0]["message"]
     assert history(legacy, page_id) == []  # nothing stored for a failed turn
-
-
-# --------------------------------------------------------------- push mode
-
-
-def wait_until_finished(legacy: Legacy, qry_id: str) -> list[Any]:
-    posts = legacy.receiver.wait_for(qry_id, lambda ps: any(p.body.get("continue") == "E" for p in ps))
-    return posts
-
-
-def check_push(legacy: Legacy, posts: list[Any], qry_id: str, page_id: str) -> list[str]:
-    reference = posts[0].body
-    assert set(reference) == PUSHED_REFERENCE_KEYS
-    assert (
-        reference["type"] == "reference" and reference["status_code"] == 200 and reference["result"] == "OK"
-    )
-    assert reference["detail"] == "Reference data" and reference["rsp_tit"] == "Reference"
-    assert reference["qry_id"] == qry_id and reference["continue"] == "C"
-    assert_timestamp(reference["rsp_time"])
-    datetime.fromisoformat(reference["evt_time"])
-    retrieved = check_r_item(legacy, reference["data_list"][0])
-
-    batches = [p.body for p in posts[1:]]
-    assert batches and [b["continue"] for b in batches] == ["C"] * (len(batches) - 1) + ["E"]
-    texts = []
-    for n, batch in enumerate(batches, start=1):
-        assert set(batch) == ENVELOPE_KEYS
-        assert batch["status_code"] == 200 and batch["result"] == "OK" and batch["detail"] == ""
-        assert batch["qry_id"] == qry_id
-        assert_timestamp(batch["rsp_time"])
-        assert len(batch["data_list"]) == 1
-        texts.append(check_a_item(batch["data_list"][0], n))
-    answer = "".join(texts)
-    stored = history(legacy, page_id)
-    assert stored[-1] == {"role": "ai", "content": answer, "references": cited_chunk_ids(answer, retrieved)}
-    return texts
-
-
-def test_push_mode(legacy: Legacy, slow_generator: None) -> None:
-    page_id = page()
-    qry_id = f"Q-push-{uuid.uuid4().hex[:6]}"
-    response = legacy.client.post("/queryToSLLM", json=request(LOCKOUT, page_id, qry_id))
-    assert response.status_code == 200
-    ack = response.json()
-    assert set(ack) == ERROR_KEYS
-    assert (ack["status_code"], ack["result"], ack["qry_id"], ack["detail"]) == (200, "수신양호", qry_id, "")
-    assert_timestamp(ack["evt_time"])
-    # The acknowledgement comes at once, before the (paced) answer is complete.
-    assert not any(p.body.get("continue") == "E" for p in legacy.receiver.received(qry_id))
-
-    posts = wait_until_finished(legacy, qry_id)
-    texts = check_push(legacy, posts, qry_id, page_id)
-    assert len([t for t in texts if t]) >= 2, texts  # the paced answer spans several batches
-    # At most one batch per legacy_batch_seconds (the last one is sent when the answer is done).
-    arrivals = [p.at for p in posts[1:-1]]
-    assert all(b - a >= BATCH_SECONDS - 0.02 for a, b in itertools.pairwise(arrivals)), arrivals
-    assert len(legacy.receiver.received(qry_id)) == len(posts)  # every POST accepted at once
-
-
-def test_push_retries_a_failed_post(legacy: Legacy) -> None:
-    page_id = page()
-    qry_id = f"Q-retry-{uuid.uuid4().hex[:6]}"
-    legacy.receiver.fail_next = 1
-    response = legacy.client.post("/queryToSLLM", json=request(PASSWORD, page_id, qry_id))
-    assert response.status_code == 200 and response.json()["result"] == "수신양호"
-    posts = wait_until_finished(legacy, qry_id)
-    every = legacy.receiver.received(qry_id)
-    assert [p.status for p in every][:2] == [500, 200]
-    assert every[0].body == every[1].body  # the same reference, sent again
-    assert every[1].at - every[0].at >= 0.4  # after a back-off
-    texts = check_push(legacy, posts, qry_id, page_id)
-    assert "10자" in "".join(texts)
-
-
-def test_push_without_response_url(legacy: Legacy) -> None:
-    legacy.configure(legacy_response_url="")
-    try:
-        response = legacy.client.post("/queryToSLLM", json=request(PASSWORD, page(), "Q-nourl"))
-    finally:
-        legacy.configure(legacy_response_url=legacy.receiver.url)
-    assert response.status_code == 500
-    assert_error_object(response.json(), 500, "Q-nourl")
-    assert legacy.receiver.received("Q-nourl") == []
 
 
 # ------------------------------------------------------ /history, /reference
@@ -463,7 +499,8 @@ def test_history(legacy: Legacy, conversation: tuple[str, list[dict[str, Any]]])
         retrieved = body["data_list"][0]["rsp_data"]
         answer = body["data_list"][1]["rsp_data"][0]["rsp_data"]
         assert ai["content"] == answer
-        assert ai["references"] == cited_chunk_ids(answer, retrieved)
+        # Every chunk of the reference event, in order: the list lines up with /reference.
+        assert ai["references"] == [r["chunk_id"] for r in retrieved]
     assert history(legacy, page_id, last_index=1) == stored[2:]
     assert history(legacy, page_id, last_index=0) == stored[1:]
     assert history(legacy, page_id, last_index=3) == []
@@ -472,15 +509,12 @@ def test_history(legacy: Legacy, conversation: tuple[str, list[dict[str, Any]]])
 
 @pytest.mark.parametrize("params", [{}, {"request_id": ""}, {"last_index": "1"}])
 def test_history_needs_request_id(legacy: Legacy, params: dict[str, str]) -> None:
-    response = legacy.client.get("/history", params=params)
-    assert response.status_code == 400
-    assert_error_object(response.json(), 400)
+    assert_legacy_error(legacy.client.get("/history", params=params), 400)
 
 
 def test_history_bad_last_index(legacy: Legacy, conversation: tuple[str, list[dict[str, Any]]]) -> None:
     response = legacy.client.get("/history", params={"request_id": conversation[0], "last_index": "two"})
-    assert response.status_code == 400
-    assert_error_object(response.json(), 400)
+    assert_legacy_error(response, 400)
 
 
 def test_reference(legacy: Legacy, conversation: tuple[str, list[dict[str, Any]]]) -> None:
@@ -496,11 +530,11 @@ def test_reference(legacy: Legacy, conversation: tuple[str, list[dict[str, Any]]
             assert set(reference) == {"file_name", "title", "text", "date"}
             assert shown["rsp_tit"].endswith(f": {reference['title']} (출처:{reference['file_name']})")
             assert reference["text"] == shown["rsp_data"]
-            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", reference["date"])
-            assert reference["date"] == legacy.dates[reference["file_name"]]
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", reference["date"])
+            assert reference["date"] == legacy.dates[reference["file_name"]] + " 00:00:00"
     first = legacy.client.get("/reference", params={"request_id": page_id, "msg_index": 1}).json()
     assert first["references"][0]["file_name"] == "정보보안정책.txt"
-    assert first["references"][0]["date"] == "2024-11-01"  # the pinned date of the sample
+    assert first["references"][0]["date"] == "2024-11-01 00:00:00"  # the pinned date of the sample
 
 
 @pytest.mark.parametrize(
@@ -512,7 +546,6 @@ def test_reference(legacy: Legacy, conversation: tuple[str, list[dict[str, Any]]
         ("99", "유효하지 않은 메시지 인덱스"),
         ("-1", "유효하지 않은 메시지 인덱스"),
         ("abc", "유효하지 않은 메시지 인덱스"),
-        ("", "유효하지 않은 메시지 인덱스"),
     ],
 )
 def test_reference_errors(
@@ -526,6 +559,5 @@ def test_reference_errors(
 def test_reference_unknown_page_and_missing_request_id(legacy: Legacy) -> None:
     unknown = legacy.client.get("/reference", params={"request_id": "no-such-page", "msg_index": 0})
     assert unknown.status_code == 400 and unknown.json() == {"error": "유효하지 않은 메시지 인덱스"}
-    missing = legacy.client.get("/reference", params={"msg_index": 1})
-    assert missing.status_code == 400
-    assert_error_object(missing.json(), 400)
+    for params in ({"msg_index": 1}, {"request_id": "no-such-page"}, {"request_id": "p", "msg_index": ""}):
+        assert_legacy_error(legacy.client.get("/reference", params=params), 400)

@@ -277,7 +277,7 @@ def test_search_filters(native: Native) -> None:
     ).json()
     assert by_document["hits"] and {h["document_id"] for h in by_document["hits"]} == {security}
 
-    # Java LocalDateTime arrays (nanoseconds clamped), a bare [y, m, d] end date covering its whole day.
+    # Java LocalDateTime arrays (the 7th element in nanoseconds, kept to the microsecond), a bare [y, m, d] end date covering its whole day.
     november = client.post(
         "/api/v1/search",
         json={

@@ -301,7 +301,8 @@ def test_job_routes_answer_in_the_envelope_and_accept_java_dates(
         bad_url = client.post("/api/v1/jobs/ask", json={"question": QUESTION, "callback_url": "not a url"})
         assert bad_url.status_code == 400 and bad_url.json()["data"]["errors"][0]["field"] == "callback_url"
 
-        # Java LocalDateTime arrays: the nanosecond fraction is clamped to microseconds.
+        # Java LocalDateTime arrays: the 7th element is nanoseconds (Jackson's default), kept
+        # to the microsecond.
         java = client.post(
             "/api/v1/jobs/ask",
             json={
@@ -313,14 +314,22 @@ def test_job_routes_answer_in_the_envelope_and_accept_java_dates(
         job = poll_job(
             client, java.json()["data"]["job_id"], lambda j: j["state"] in FINAL_STATES, 60, "done"
         )
-        assert job["payload"]["filters"]["date_from"] == "2024-03-04T09:15:02.999999"
+        assert job["payload"]["filters"]["date_from"] == "2024-03-04T09:15:02.123456"
         assert job["state"] == "succeeded", job
         short = client.post(
             "/api/v1/jobs/ask", json={"question": QUESTION, "filters": {"date_from": [2024, 3, 4]}}
         )
         assert short.status_code == 202
 
-        for bad in ([2024, 13, 1], [2024, "3", 4], [2024], [2024, 3, 4, 9, 15, 2, 1, 0], [2024, 3, True]):
+        for bad in (
+            [2024, 13, 1],
+            [2024, "3", 4],
+            [2024],
+            [2024, 3, 4, 9, 15, 2, 1, 0],
+            [2024, 3, True],
+            [2024, 3, 4, 9, 15, 2, 1_000_000_000],  # nanoseconds are 0 to 999,999,999
+            [2024, 3, 4, 9, 15, 2, -1],
+        ):
             refused = client.post(
                 "/api/v1/jobs/ask", json={"question": QUESTION, "filters": {"date_to": bad}}
             )
@@ -661,17 +670,38 @@ def test_ingest_job_reports_a_failing_file_uploads_and_refuses_paths_outside_the
     ingest_engine: Callable[..., Engine],
     embed_server: Callable[..., EmbeddingServer],
     live: Callable[[Engine], LiveServer],
+    receiver: CallbackReceiver,
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "root"
     write_batch(root / "mixed", 2)
     (root / "mixed" / "깨진문서.pdf").write_bytes(b"%PDF-1.4\nthis is not a pdf at all")
     embedder = embed_server()
-    server = live(ingest_engine(embed=embedder.settings(), ingest={"server_roots": [str(root)]}))
+    server = live(
+        ingest_engine(
+            embed=embedder.settings(),
+            ingest={"server_roots": [str(root)]},
+            jobs={"correlation_fields": ["memberId"]},
+        )
+    )
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        job_id = client.post("/api/v1/ingest", json={"paths": [str(root / "mixed")]}).json()["data"]["job_id"]
+        submitted = client.post(
+            "/api/v1/ingest",
+            json={
+                "paths": [str(root / "mixed")],
+                "callback_url": receiver.url,
+                "client_data": {"batch": "B-7"},
+                "memberId": "m-1",
+            },
+        )
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["data"]["job_id"]
         done = poll_job(client, job_id, lambda j: j["state"] in FINAL_STATES, 60, "finished")
         assert done["state"] == "succeeded", done
+        assert done["client_data"] == {"batch": "B-7"} and done["correlation"] == {"memberId": "m-1"}
+        called = receiver.wait_accepted(job_id).body["data"]
+        assert called["client_data"] == {"batch": "B-7"} and called["memberId"] == "m-1"
+        assert called["result"]["counts"] == done["result"]["counts"]
         assert done["result"]["counts"] == {"added": 2, "failed": 1}
         [failure] = done["result"]["failures"]
         assert failure["source"].endswith("깨진문서.pdf") and failure["code"] == "corrupt_file"
@@ -684,12 +714,14 @@ def test_ingest_job_reports_a_failing_file_uploads_and_refuses_paths_outside_the
                 ("files", ("업로드2.md", "# 안내\n\n구내식당은 12시에 연다.".encode())),
                 ("files", ("broken.docx", b"not a zip archive")),
             ],
+            data={"client_data": '{"upload": 1}', "memberId": "m-2"},
         )
         assert uploads.status_code == 202, uploads.text
         assert uploads.json()["data"]["files"] == 3
         upload_id = uploads.json()["data"]["job_id"]
         done = poll_job(client, upload_id, lambda j: j["state"] in FINAL_STATES, 60, "finished")
         assert done["state"] == "succeeded", done
+        assert done["client_data"] == {"upload": 1} and done["correlation"] == {"memberId": "m-2"}
         assert done["result"]["counts"] == {"added": 2, "failed": 1}
         assert done["result"]["failures"][0]["source"].endswith("broken.docx")
         # The staging folder is gone once the job ended; the documents keep their own copies.
@@ -699,6 +731,10 @@ def test_ingest_job_reports_a_failing_file_uploads_and_refuses_paths_outside_the
         reindexed = client.post(f"/api/v1/documents/{uploaded[0]['document_id']}/reindex")
         assert reindexed.status_code == 200, reindexed.text
         assert client.post("/api/v1/ingest", files={"other": ("a.txt", b"x")}).json()["status"] == 400
+        not_object = client.post(
+            "/api/v1/ingest", files={"files": ("a.txt", b"x")}, data={"client_data": "[1]"}
+        ).json()
+        assert not_object["status"] == 400 and not_object["data"]["errors"][0]["field"] == "client_data"
 
         for outside in ["/etc", str(root / ".." / "elsewhere"), str(tmp_path)]:
             refused = client.post("/api/v1/ingest", json={"paths": [str(root / "mixed"), outside]})

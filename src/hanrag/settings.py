@@ -179,12 +179,22 @@ class ApiSettings(BaseModel):
     static_dir: Path | None = None
     # Name the OpenAI-compatible endpoints report for the RAG "model".
     model_name: str = "hanrag"
+    # Other names /v1/chat/completions answers to (clients that insist on a model of their
+    # own); listed by /v1/models, each echoed back as asked. Any other model is a 404.
+    model_aliases: list[str] = Field(default_factory=list, max_length=20)
     # Append the sources as footnotes to OpenAI-compatible answers (they are always in "sources").
     openai_footnotes: bool = False
     # Legacy push mode (/queryToSLLM): where answers are POSTed, and the corpus label shown.
     legacy_response_url: str = ""
     legacy_corpus_label: str = "사내 문서"
     legacy_batch_seconds: float = Field(1.0, gt=0)
+    # Legacy routes answer error objects with HTTP 200 (the status is in status_code), as
+    # the earlier service did; true sends the real HTTP status too (new clients).
+    legacy_http_status: bool = False
+    # Body limit of the legacy routes (base64 images make their bodies several MB).
+    legacy_max_body_mb: float = Field(20.0, gt=0)
+    # A legacy stream (or push) that gets no new token for this long ends with an error.
+    legacy_idle_timeout_s: float = Field(120.0, gt=0)
     # /readyz answers 503 while the data directory's filesystem has less free space than
     # this (MiB), and after a write failed for lack of space: for storage_full_hold_s, or
     # until the free space has grown back (a full database server's disk is not seen here).
@@ -241,6 +251,9 @@ class JobSettings(BaseModel):
     callback_backoff_s: float = Field(1.0, ge=0)
     result_ttl_days: int = Field(7, ge=1)
     redis_queue_name: str = "hanrag:jobs"
+    # Flat top-level fields of a job's body that callers may add for their own correlation
+    # (e.g. ["memberId"]): stored with the job and echoed at the top of the callback's "data".
+    correlation_fields: list[str] = Field(default_factory=list, max_length=20)
 
     @field_validator("callback_allow", "callback_header_hosts")
     @classmethod
@@ -248,6 +261,18 @@ class JobSettings(BaseModel):
         from hanrag.netpolicy import normalize_host_entries
 
         return normalize_host_entries(value)
+
+    @field_validator("correlation_fields")
+    @classmethod
+    def _correlation_names(cls, value: list[str]) -> list[str]:
+        # The keys the callback's "data" has of its own cannot be named.
+        reserved = {"job_id", "state", "result", "error", "client_data"}
+        for name in value:
+            if not name or len(name) > 64 or not name.isascii() or not name.isprintable() or name in reserved:
+                raise ValueError(
+                    f"{name!r}: a correlation field is 1-64 printable ASCII characters, not {sorted(reserved)}"
+                )
+        return list(dict.fromkeys(value))
 
 
 class IndexSettings(BaseModel):

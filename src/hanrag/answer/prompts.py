@@ -19,6 +19,11 @@ NO_RAG_SYSTEM = (
     "모르는 내용은 모른다고 말하십시오."
 )
 
+# Operator instructions (an OpenAI-style client's system messages) follow the rules above,
+# which they cannot lift: the answer stays grounded in the sources.
+INSTRUCTIONS_HEADER = "운영자 지침 (위 규칙과 어긋나면 위 규칙을 따르십시오):"
+MAX_INSTRUCTIONS_CHARS = 4000
+
 SOURCES_HEADER = "출처:"
 QUESTION_HEADER = "질문:"
 ANSWER_HEADER = "답변:"
@@ -55,12 +60,21 @@ def format_sources(sources: list[Source]) -> str:
     return "\n\n".join(blocks)
 
 
-def answer_messages(question: str, sources: list[Source], history: list[Turn], rag: bool) -> list[Turn]:
-    """Chat messages for an LLM generator: system rules, memory, then sources + question."""
+def _system(rules: str, instructions: str | None) -> str:
+    """The rules, then the operator's instructions (at most MAX_INSTRUCTIONS_CHARS) after them."""
+    extra = (instructions or "").strip()[:MAX_INSTRUCTIONS_CHARS]
+    return f"{rules}\n\n{INSTRUCTIONS_HEADER}\n{extra}" if extra else rules
+
+
+def answer_messages(
+    question: str, sources: list[Source], history: list[Turn], rag: bool, instructions: str | None = None
+) -> list[Turn]:
+    """Chat messages for an LLM generator: system rules (and the operator's instructions
+    after them), memory, then sources + question."""
     if not rag:
-        return [Turn("system", NO_RAG_SYSTEM), *history, Turn("user", question)]
+        return [Turn("system", _system(NO_RAG_SYSTEM, instructions)), *history, Turn("user", question)]
     user = f"{SOURCES_HEADER}\n{format_sources(sources)}\n\n{QUESTION_HEADER} {question}"
-    return [Turn("system", ANSWER_SYSTEM), *history, Turn("user", user)]
+    return [Turn("system", _system(ANSWER_SYSTEM, instructions)), *history, Turn("user", user)]
 
 
 def planner_messages(question: str, history: list[Turn], today: str) -> list[Turn]:

@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hanrag import __version__
 from hanrag.api import metrics
 from hanrag.api.problems import (
+    LEGACY_HTTP_STATUS,
+    LEGACY_PATHS,
     hanrag_error_handler,
     http_error_handler,
     mapped_error_handler,
@@ -47,10 +49,13 @@ class RequestContextMiddleware:
     Pure ASGI (not BaseHTTPMiddleware) so streaming responses pass straight through.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, max_upload_bytes: int, max_legacy_body_bytes: int
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.max_legacy_body_bytes = max_legacy_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,6 +67,10 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         content_type = headers.get("content-type", "")
         limit = self.max_upload_bytes if content_type.startswith("multipart/") else self.max_body_bytes
+        if scope.get("path") in LEGACY_PATHS:
+            limit = self.max_legacy_body_bytes  # image-bearing legacy bodies (LEGACY_API.md)
+            settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+            LEGACY_HTTP_STATUS.set(bool(settings is not None and settings.api.legacy_http_status))
         started = time.perf_counter()
         status_holder = {"status": 500}
         method = scope.get("method", "GET")
@@ -223,6 +232,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         RequestContextMiddleware,
         max_body_bytes=int(settings.api.max_body_mb * 2**20),
         max_upload_bytes=int(settings.api.max_upload_mb * 2**20),
+        max_legacy_body_bytes=int(settings.api.legacy_max_body_mb * 2**20),
     )
     if settings.api.static_dir is not None:
         from fastapi.staticfiles import StaticFiles

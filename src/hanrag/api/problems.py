@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import Request
@@ -38,6 +39,28 @@ _STATUS_CODES = {
 
 # The earlier service's routes (LEGACY_API.md): their clients parse its error object only.
 LEGACY_PATHS = frozenset({"/query", "/query_stream", "/queryToSLLM", "/history", "/reference"})
+# ``api.legacy_http_status`` of the app serving this request, set by the request-context
+# middleware: the auth, rate-limit and body-size refusals have no request object to ask.
+LEGACY_HTTP_STATUS: ContextVar[bool] = ContextVar("legacy_http_status", default=False)
+
+
+def legacy_error(
+    message: str,
+    status: int,
+    qry_id: str | None,
+    *,
+    request: Request | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The legacy error object. Sent with HTTP 200 (the status is in ``status_code``: the
+    earlier clients' ``RestTemplate`` throws on 4xx/5xx) unless ``api.legacy_http_status``."""
+    real = LEGACY_HTTP_STATUS.get()
+    if request is not None:
+        settings = getattr(request.app.state, "settings", None)
+        real = bool(settings.api.legacy_http_status) if settings is not None else real
+    return JSONResponse(
+        error_format(message, status, qry_id), status_code=status if real else 200, headers=headers
+    )
 
 
 def problem(
@@ -55,7 +78,7 @@ def problem(
     (``path`` names the route when there is no request object yet, as in middleware)."""
     path = request.url.path if request is not None else path
     if path in LEGACY_PATHS:
-        return JSONResponse(error_format(detail, status, None), status_code=status, headers=headers)
+        return legacy_error(detail, status, None, request=request, headers=headers)
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
         "title": title or code.replace("_", " "),

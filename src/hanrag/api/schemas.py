@@ -11,18 +11,21 @@ from hanrag.domain import SearchFilters, to_epoch
 
 
 def parse_flexible_datetime(value: Any) -> Any:
-    """ISO 8601 strings, or Java ``LocalDateTime`` arrays ``[y, m, d, h, mi, s, fraction]``.
+    """ISO 8601 strings, or Java ``LocalDateTime`` arrays ``[y, m, d, h, mi, s, nanos]``.
 
-    Jackson writes the fraction as nanoseconds or microseconds; Python keeps
-    microseconds, so it is clamped to 999999.
+    The 7th element is nanoseconds, as Jackson writes it (``123456789`` is
+    ``.123456789`` s); Python keeps microseconds, so it is divided by 1000
+    (``.123456``). Outside 0 to 999,999,999 it is refused.
     """
     if isinstance(value, list | tuple):
         if not 3 <= len(value) <= 7 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise ValueError(
-                "a date array is [year, month, day, hour?, minute?, second?, fraction?] of integers"
+                "a date array is [year, month, day, hour?, minute?, second?, nanosecond?] of integers"
             )
         parts = list(value) + [0] * (7 - len(value))
-        parts[6] = max(0, min(int(parts[6]), 999999))
+        if not 0 <= parts[6] <= 999_999_999:
+            raise ValueError("the 7th element of a date array is nanoseconds: 0 to 999999999")
+        parts[6] //= 1000
         try:
             return datetime(*parts)
         except (ValueError, OverflowError) as exc:  # OverflowError: not a validation error

@@ -35,6 +35,10 @@ class JobRecord:
     callback_url: str | None = None
     # Kept to sign and send the callback; never returned by the API or logged.
     callback_headers: dict[str, str] = field(default_factory=dict)
+    # The caller's own correlation data, echoed in the callback: its "client_data" object,
+    # and the flat body fields named by jobs.correlation_fields (e.g. {"memberId": 7}).
+    client_data: dict[str, Any] | None = None
+    correlation: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
     max_attempts: int = 3
     progress: dict[str, Any] = field(default_factory=dict)

@@ -41,6 +41,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -87,6 +88,7 @@ MAX_HEADER_VALUE = 4096
 MAX_HEADERS_BYTES = 8192
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e]*")
+_SLASHES = re.compile(r"/{2,}")
 
 
 class CallbackNotAllowed(InvalidInputError):
@@ -174,6 +176,15 @@ def resolve_destination(url: str, settings: JobSettings) -> Destination:
     return Destination(parsed, host, tuple(addresses), credentials)
 
 
+def normalize_callback_url(url: str) -> str:
+    """The URL with every run of ``/`` in its path collapsed to one (``http://h//a//b?x=//``
+    is ``http://h/a/b?x=//``): receivers route ``/a/b``, not ``//a//b``. The query and
+    fragment are left as they are."""
+    parts = urlsplit(url)
+    path = _SLASHES.sub("/", parts.path)
+    return url if path == parts.path else urlunsplit(parts._replace(path=path))
+
+
 def check_callback_destination(url: str, settings: JobSettings) -> None:
     """Submit-time check of a caller's callback URL (blocking: it resolves the host)."""
     resolve_destination(url, settings)
@@ -220,11 +231,15 @@ def check_callback_headers(headers: Mapping[str, str]) -> None:
         )
 
 
-def check_callback(url: str | None, headers: Mapping[str, str], settings: JobSettings) -> None:
-    """Everything the submit of a job checks about its callback (blocking: resolves)."""
+def check_callback(url: str | None, headers: Mapping[str, str], settings: JobSettings) -> str | None:
+    """Everything the submit of a job checks about its callback (blocking: resolves);
+    returns the URL to store (:func:`normalize_callback_url`)."""
     check_callback_headers(headers)
-    if url is not None:
-        check_callback_destination(url, settings)
+    if url is None:
+        return None
+    url = normalize_callback_url(url)
+    check_callback_destination(url, settings)
+    return url
 
 
 def _outgoing_headers(

@@ -101,21 +101,28 @@ async def _end(
     return await _store(store, record.id, state=state, finished_at=now_iso(), **fields)
 
 
+def callback_data(record: JobRecord, key: str, value: Any) -> dict[str, Any]:
+    """The callback's ``data``: the job's id, state and result (or error), then the caller's
+    correlation fields at the top level and its ``client_data`` (each only when given)."""
+    data: dict[str, Any] = {"job_id": record.id, "state": record.state, key: value}
+    for name, field_value in record.correlation.items():
+        data.setdefault(name, field_value)
+    if record.client_data is not None:
+        data["client_data"] = record.client_data
+    return data
+
+
 async def _send_callback(engine: Engine, store: JobStore, record: JobRecord) -> None:
     if not record.callback_url:
         return
     if record.state == "succeeded":
-        payload = {
-            "status": 200,
-            "message": "OK",
-            "data": {"job_id": record.id, "state": record.state, "result": record.result},
-        }
+        payload = {"status": 200, "message": "OK", "data": callback_data(record, "result", record.result)}
     else:
         message = (record.error or {}).get("message", record.state)
         payload = {
             "status": 500 if record.state == "dead" else 400,
             "message": message,
-            "data": {"job_id": record.id, "state": record.state, "error": record.error},
+            "data": callback_data(record, "error", record.error),
         }
     # The destination is checked again (and pinned) at delivery; the configured headers go
     # only to jobs.callback_header_hosts, the caller's own headers to its own URL.

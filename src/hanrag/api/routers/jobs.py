@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from hanrag.api.auth import require
@@ -39,6 +39,30 @@ from hanrag.jobs.runner import discard_upload_batch
 
 router = APIRouter(tags=["jobs"])
 
+MAX_CLIENT_DATA_BYTES = 8192
+# Body fields that are the job's own, never the caller's correlation data.
+_NOT_PAYLOAD = {"callback_url", "callback_headers", "client_data"}
+
+
+def _serialised_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    if _serialised_size(value) > MAX_CLIENT_DATA_BYTES:
+        raise ValueError(f"at most {MAX_CLIENT_DATA_BYTES} bytes of JSON")
+    return value
+
+
+ClientData = Annotated[
+    dict[str, Any] | None,
+    AfterValidator(lambda value: None if value is None else _bounded(value)),
+    Field(
+        description="Any JSON object of the caller's (at most 8 KiB serialised): stored with "
+        "the job and echoed in its callback's data.client_data."
+    ),
+]
+
 
 class AskJobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,6 +74,7 @@ class AskJobIn(BaseModel):
     k: int | None = Field(None, ge=1, le=50)
     callback_url: AnyHttpUrl | None = None
     callback_headers: dict[str, str] = Field(default_factory=dict)
+    client_data: ClientData = None
 
 
 class IngestJobIn(BaseModel):
@@ -63,6 +88,7 @@ class IngestJobIn(BaseModel):
     exclude: list[str] | None = None
     callback_url: AnyHttpUrl | None = None
     callback_headers: dict[str, str] = Field(default_factory=dict)
+    client_data: ClientData = None
 
 
 def envelope(status: int, message: str, data: dict[str, Any] | None = None) -> JSONResponse:
@@ -97,17 +123,36 @@ def queue_of(request: Request) -> JobQueue:
     return queue
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+def _invalid(errors: list[dict[str, str]]) -> JSONResponse:
+    return envelope(400, f"invalid request: {errors[0]['field']}: {errors[0]['message']}", {"errors": errors})
+
+
+def _correlation(request: Request, raw: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """Take the flat fields named by ``jobs.correlation_fields`` out of the body (the others
+    stay refused as unknown)."""
+    names = get_engine(request).settings.jobs.correlation_fields
+    if not isinstance(raw, dict) or not names:
+        return {}
+    return {name: raw.pop(name) for name in names if name in raw and name not in model.model_fields}
+
+
+async def _json_body(
+    request: Request, model: type[BaseModel]
+) -> tuple[BaseModel, dict[str, Any]] | JSONResponse:
+    """The body as ``model`` and the caller's correlation fields, or a 400 in the envelope."""
     try:
         raw = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return envelope(400, "the body is not valid JSON")
+    correlation = _correlation(request, raw, model)
+    if correlation and _serialised_size(correlation) > MAX_CLIENT_DATA_BYTES:
+        message = f"the correlation fields take at most {MAX_CLIENT_DATA_BYTES} bytes of JSON together"
+        return _invalid([{"field": name, "message": message} for name in correlation])
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw), correlation
     except ValidationError as exc:
-        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        return envelope(
-            400, f"invalid request: {errors[0]['field']}: {errors[0]['message']}", {"errors": errors}
+        return _invalid(
+            [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
         )
 
 
@@ -145,8 +190,10 @@ _UPLOAD_FORM = {
     "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "acl": {"type": "array", "items": {"type": "string"}},
+        "client_data": {"type": "string", "description": "A JSON object, as in the JSON body."},
     },
 }
+_CLIENT_DATA: TypeAdapter[dict[str, Any] | None] = TypeAdapter(ClientData)
 
 
 @router.post(
@@ -157,9 +204,10 @@ _UPLOAD_FORM = {
 )
 @_enveloped
 async def ask_job(request: Request) -> Any:
-    body = await _json_body(request, AskJobIn)
-    if isinstance(body, JSONResponse):
-        return body
+    parsed = await _json_body(request, AskJobIn)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    body, correlation = parsed
     assert isinstance(body, AskJobIn)
     # The checks a synchronous ask runs first, now: a job is refused at submit time for
     # the same reasons (and codes) as the same question asked directly.
@@ -173,9 +221,9 @@ async def ask_job(request: Request) -> Any:
     )
     # The runner reads domain types (the filters as epochs, in "search_filters"); the
     # request's own form stays in "filters", as the job's readers have always seen it.
-    payload = body.model_dump(mode="json", exclude={"callback_url", "callback_headers"})
+    payload = body.model_dump(mode="json", exclude=_NOT_PAYLOAD)
     payload["search_filters"] = filters.as_payload()
-    return await _accept(request, "ask", body, payload=payload)
+    return await _accept(request, "ask", body, payload=payload, correlation=correlation)
 
 
 def server_path(raw: str, roots: list[Path]) -> Path:
@@ -210,9 +258,10 @@ async def ingest_job(request: Request, _editor: Annotated[Identity, require("edi
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/"):
         return await _ingest_uploads(request, caller)
-    body = await _json_body(request, IngestJobIn)
-    if isinstance(body, JSONResponse):
-        return body
+    parsed = await _json_body(request, IngestJobIn)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    body, correlation = parsed
     assert isinstance(body, IngestJobIn)
     roots = [root.resolve() for root in engine.settings.ingest.server_roots]
     for raw in body.paths:
@@ -223,26 +272,34 @@ async def ingest_job(request: Request, _editor: Annotated[Identity, require("edi
         exclude=body.exclude,
         acl=None if body.acl is None else check_grant(caller.principals, body.acl),
     )
-    return await _accept(request, "ingest", body, payload=wanted.as_payload())
+    return await _accept(request, "ingest", body, payload=wanted.as_payload(), correlation=correlation)
 
 
 async def _accept(
-    request: Request, kind: str, body: AskJobIn | IngestJobIn, *, payload: dict[str, Any] | None = None
+    request: Request,
+    kind: str,
+    body: AskJobIn | IngestJobIn,
+    *,
+    payload: dict[str, Any],
+    correlation: dict[str, Any],
 ) -> JSONResponse:
-    """Queue a job for the caller and answer 202 with its id (``payload``: the job's own,
-    else the body's fields)."""
+    """Queue a job for the caller and answer 202 with its id."""
     caller = current_caller(request)
-    callback_url = str(body.callback_url) if body.callback_url else None
-    # A refused callback destination or header is a 400 now, not a failed delivery later.
+    # A refused callback destination or header is a 400 now, not a failed delivery later;
+    # the URL is stored as checked (runs of "/" in its path collapsed).
     jobs = get_engine(request).settings.jobs
-    await asyncio.to_thread(check_callback, callback_url, body.callback_headers, jobs)
+    callback_url = await asyncio.to_thread(
+        check_callback, str(body.callback_url) if body.callback_url else None, body.callback_headers, jobs
+    )
     record = JobRecord(
         kind=kind,
-        payload=payload or body.model_dump(mode="json", exclude={"callback_url", "callback_headers"}),
+        payload=payload,
         principal=caller.name,
         principals=caller.principal_list,
-        callback_url=str(body.callback_url) if body.callback_url else None,
+        callback_url=callback_url,
         callback_headers=body.callback_headers,
+        client_data=body.client_data,
+        correlation=correlation,
     )
     record = await queue_of(request).enqueue(record)
     return envelope(202, "accepted", {"job_id": record.id, "state": record.state})
@@ -257,6 +314,18 @@ async def _ingest_uploads(request: Request, caller: Caller) -> Any:
     acl = [str(a) for a in form.getlist("acl")] or None
     if acl is not None:
         acl = check_grant(caller.principals, acl)
+    raw_client_data = form.get("client_data")
+    try:
+        client_data = (
+            _CLIENT_DATA.validate_json(raw_client_data) if isinstance(raw_client_data, str) else None
+        )
+    except ValidationError as exc:
+        return _invalid([{"field": "client_data", "message": e["msg"]} for e in exc.errors()])
+    names = engine.settings.jobs.correlation_fields
+    correlation = {name: form[name] for name in names if isinstance(form.get(name), str)}
+    if correlation and _serialised_size(correlation) > MAX_CLIENT_DATA_BYTES:
+        message = f"the correlation fields take at most {MAX_CLIENT_DATA_BYTES} bytes of JSON together"
+        return _invalid([{"field": name, "message": message} for name in correlation])
     names = [upload_file_name(upload.filename or "upload") for upload in files]
     job_id = uuid.uuid4().hex
     batch = engine.uploads.open_batch(job_id)
@@ -270,6 +339,8 @@ async def _ingest_uploads(request: Request, caller: Caller) -> Any:
             id=job_id,
             principal=caller.name,
             principals=caller.principal_list,
+            client_data=client_data,
+            correlation=correlation,
         )
         record = await queue_of(request).enqueue(record)
     except (HanragError, OSError):

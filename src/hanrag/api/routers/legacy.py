@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from hanrag.answer.engine import AskOptions
 from hanrag.api.auth import identity_of
@@ -32,8 +32,8 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
-from hanrag.api.legacy_format import answer_item, envelope, error_format, now_text, retrieval_item
-from hanrag.api.problems import stream_error
+from hanrag.api.legacy_format import answer_item, envelope, now_text, retrieval_item
+from hanrag.api.problems import legacy_error, stream_error
 from hanrag.api.schemas import FlexibleDateTime
 from hanrag.auth.access import Caller
 from hanrag.domain import (
@@ -53,34 +53,71 @@ router = APIRouter(tags=["legacy"])
 PUSH_RETRIES = 4
 
 
+def _as_text(value: Any) -> Any:
+    """Numbers where strings are expected are taken as their text (a Java ``Long`` id)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+LenientText = Annotated[str | None, BeforeValidator(_as_text)]
+NO_VISION = (
+    "이미지 분석 모델(비전 모델)이 설정되어 있지 않아 이미지(image_data)가 포함된 질문에는 "
+    "답할 수 없습니다. 이미지 없이 질문해 주세요."
+)
+
+
 class LegacyQuery(BaseModel):
+    """Any JSON object: unknown fields are ignored, ``null`` takes the default, numbers
+    are taken as text; only an empty question (or a value of the wrong kind) is refused."""
+
     model_config = ConfigDict(extra="ignore")
 
-    qry_id: str | None = None
-    user_id: str | None = None
-    page_id: str | None = None
-    qry_contents: str = Field(..., min_length=1)
+    qry_id: LenientText = None
+    user_id: LenientText = None
+    page_id: LenientText = None
+    qry_contents: LenientText = None
     qry_time: FlexibleDateTime | str | None = None
-    rag: bool = True
-    # Accepted for compatibility; images are not analysed by this service.
-    image_data: str | None = None
+    auth_class: Any = None  # accepted, ignored
+    # `rag` (/query_stream, /queryToSLLM) or `use_rag` (/query), on every route: false
+    # answers without retrieval; true, null or absent retrieve.
+    rag: bool | None = None
+    use_rag: bool | None = None
+    # Any shape is read (string, data URL, object); none is analysed yet (no vision model).
+    image_data: Any = None
+
+    @property
+    def retrieval(self) -> bool:
+        return self.rag is not False and self.use_rag is not False
+
+    @property
+    def question(self) -> str:
+        return self.qry_contents or ""
 
 
-def _legacy_error(message: str, status: int, qry_id: str | None) -> JSONResponse:
-    return JSONResponse(error_format(message, status, qry_id), status_code=status)
+def _legacy_error(request: Request, message: str, status: int, qry_id: str | None) -> JSONResponse:
+    return legacy_error(message, status, qry_id, request=request)
 
 
 async def _parse(request: Request) -> LegacyQuery | JSONResponse:
     try:
         raw = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _legacy_error("잘못된 요청 형식입니다 (JSON이 아닙니다).", 400, None)
-    qry_id = raw.get("qry_id") if isinstance(raw, dict) else None
+        return _legacy_error(request, "잘못된 요청 형식입니다 (JSON이 아닙니다).", 400, None)
+    if not isinstance(raw, dict):
+        return _legacy_error(request, "잘못된 요청 형식입니다 (JSON 객체가 아닙니다).", 400, None)
+    qry_id = _as_text(raw.get("qry_id"))
+    qry_id = qry_id if isinstance(qry_id, str) else None
     try:
-        return LegacyQuery.model_validate(raw)
+        query = LegacyQuery.model_validate(raw)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in exc.errors())
-        return _legacy_error(f"잘못된 요청입니다: {fields}", 400, qry_id if isinstance(qry_id, str) else None)
+        return _legacy_error(request, f"잘못된 요청입니다: {fields}", 400, qry_id)
+    if not query.qry_contents:
+        return _legacy_error(request, "질문(qry_contents)이 비어 있습니다.", 400, qry_id)
+    if query.image_data not in (None, "", {}, []):
+        return _legacy_error(request, NO_VISION, 400, qry_id)
+    return query
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +158,7 @@ async def _parse_and_act(request: Request) -> tuple[LegacyQuery, _Acting] | JSON
     try:
         acting = await asyncio.to_thread(_acting_identity, request, query, query.page_id or uuid.uuid4().hex)
     except HanragError as exc:
-        return _legacy_error(exc.message, exc.http_status, query.qry_id)
+        return _legacy_error(request, exc.message, exc.http_status, query.qry_id)
     return query, acting
 
 
@@ -131,12 +168,29 @@ def _readable_messages(request: Request, page_id: str) -> list[Any]:
 
 
 def _events(query: LegacyQuery, request: Request, acting: _Acting) -> AsyncIterator[AnswerEvent]:
+    """The answer's events; the room's recent messages are the memory on every route."""
     return get_engine(request).ask(
-        query.qry_contents,
+        query.question,
         caller=acting.caller,
         session_id=acting.room,
-        options=AskOptions(rag=query.rag, create_missing_session=True),
+        options=AskOptions(rag=query.retrieval, create_missing_session=True),
     )
+
+
+async def _until_idle(events: AsyncIterator[AnswerEvent], idle_s: float) -> AsyncIterator[AnswerEvent]:
+    """``events``, ending with an error event when none comes for ``idle_s`` seconds (the
+    answer is cancelled then: its generator is interrupted where it waits)."""
+    iterator = aiter(events)
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                event = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            yield ErrorEvent(RequestTimeoutError(f"{idle_s:g}초 동안 답변이 오지 않아 중단했습니다."))
+            return
+        yield event
 
 
 def _label(request: Request) -> str:
@@ -162,28 +216,29 @@ async def legacy_query(request: Request) -> Any:
         try:
             result = await fold_answer(_events(query, request, acting), on_event=observe)
         except IncompleteAnswerError:
-            return _legacy_error("답변을 만들지 못했습니다.", 500, query.qry_id)
+            return _legacy_error(request, "답변을 만들지 못했습니다.", 500, query.qry_id)
         except HanragError as exc:
             if not failed:
                 raise  # not the answer's error event: answered by the app's handlers, as before
-            return _legacy_error(exc.message, min(exc.http_status, 500), query.qry_id)
-        data_list = [retrieval_item(_label(request), result.references)] if result.references else []
+            return _legacy_error(request, exc.message, min(exc.http_status, 500), query.qry_id)
+        data_list = [retrieval_item(_label(request), result.references)] if query.retrieval else []
         data_list.append(answer_item(result.answer))
-        return JSONResponse(envelope(query.qry_id, data_list))
+        return JSONResponse(envelope(query.qry_id, data_list, last=True))
 
     try:
         return await with_timeout(request, answer())
     except RequestTimeoutError as exc:  # the answer was cancelled; 504 in the legacy object
-        return _legacy_error(exc.message, exc.http_status, query.qry_id)
+        return _legacy_error(request, exc.message, exc.http_status, query.qry_id)
 
 
 def _reference_event(label: str, references: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sent also when nothing was found (an ``R`` item with an empty ``rsp_data``)."""
     return {
         "type": "reference",
         "status_code": 200,
         "result": "OK",
         "detail": "Reference data",
-        "evt_time": datetime.now().astimezone().isoformat(),
+        "evt_time": datetime.now().isoformat(),  # local, no offset: LocalDateTime.parse reads it
         "data_list": [retrieval_item(label, references)],
     }
 
@@ -195,15 +250,17 @@ async def legacy_query_stream(request: Request) -> Any:
         return parsed
     query, acting = parsed
     label = _label(request)
+    idle_s = request.app.state.settings.api.legacy_idle_timeout_s
 
     def line(payload: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
     async def stream() -> AsyncIterator[bytes]:
         try:
-            async for event in _events(query, request, acting):
-                if isinstance(event, ReferencesEvent) and event.references:
-                    yield line(_reference_event(label, event.references))
+            async for event in _until_idle(_events(query, request, acting), idle_s):
+                if isinstance(event, ReferencesEvent):
+                    if query.retrieval:
+                        yield line(_reference_event(label, event.references))
                 elif isinstance(event, DeltaEvent):
                     yield line({"type": "answer", "answer": event.text})
                 elif isinstance(event, ErrorEvent):
@@ -241,38 +298,69 @@ async def _post_with_retry(
     return False
 
 
-async def _push(
-    events: AsyncIterator[AnswerEvent], url: str, qry_id: str | None, label: str, batch_seconds: float
-) -> None:
-    """Reference at once, then answer text at most once per ``batch_seconds``, last batch marked E."""
+@dataclass(frozen=True, slots=True)
+class _PushTarget:
+    url: str
+    qry_id: str | None
+    label: str
+    batch_seconds: float
+    idle_s: float
+    retrieval: bool
+
+
+async def _push(events: AsyncIterator[AnswerEvent], target: _PushTarget) -> None:
+    """Reference at once, then answer text at most once per ``batch_seconds``; the last
+    envelope is marked E, also when the answer fails (then it carries the error)."""
+    qry_id = target.qry_id
+    buffer: list[str] = []
+    batch = 0
+    last_sent = time.monotonic()
     async with httpx.AsyncClient(timeout=10.0) as client:
-        buffer: list[str] = []
-        batch = 0
-        last_sent = time.monotonic()
-        async for event in events:
-            if isinstance(event, ReferencesEvent):
-                reference = _reference_event(label, event.references)
-                reference.update(
-                    {"qry_id": qry_id, "continue": "C", "rsp_time": now_text(), "rsp_tit": "Reference"}
-                )
-                await _post_with_retry(client, url, reference, qry_id)
-            elif isinstance(event, DeltaEvent):
-                buffer.append(event.text)
-                if time.monotonic() - last_sent >= batch_seconds:
-                    batch += 1
-                    await _post_with_retry(
-                        client, url, envelope(qry_id, [answer_item("".join(buffer), batch)]), qry_id
-                    )
-                    buffer.clear()
-                    last_sent = time.monotonic()
-            elif isinstance(event, ErrorEvent):
-                await _post_with_retry(client, url, error_format(event.message, 500, qry_id), qry_id)
-                return
-            elif isinstance(event, DoneEvent):
-                observe_done(event.data)
-                batch += 1
-                final = envelope(qry_id, [answer_item("".join(buffer), batch)], last=True)
-                await _post_with_retry(client, url, final, qry_id)
+
+        async def send_batch(text: str, *, last: bool = False, error: str | None = None) -> None:
+            nonlocal batch, last_sent
+            batch += 1
+            payload = envelope(qry_id, [answer_item(text, batch)], last=last)
+            if error is not None:
+                payload.update({"status_code": 500, "result": error})
+            await _post_with_retry(client, target.url, payload, qry_id)
+            last_sent = time.monotonic()
+
+        failure: str | None = None
+        try:
+            async for event in _until_idle(events, target.idle_s):
+                if isinstance(event, ReferencesEvent):
+                    if target.retrieval:
+                        reference = _reference_event(target.label, event.references)
+                        reference.update(
+                            {
+                                "qry_id": qry_id,
+                                "continue": "C",
+                                "rsp_time": now_text(),
+                                "rsp_tit": "Reference",
+                            }
+                        )
+                        await _post_with_retry(client, target.url, reference, qry_id)
+                elif isinstance(event, DeltaEvent):
+                    buffer.append(event.text)
+                    if time.monotonic() - last_sent >= target.batch_seconds:
+                        await send_batch("".join(buffer))
+                        buffer.clear()
+                elif isinstance(event, ErrorEvent):
+                    failure = event.message
+                    break
+                elif isinstance(event, DoneEvent):
+                    observe_done(event.data)
+                    await send_batch("".join(buffer), last=True)
+                    return
+            else:
+                failure = "답변을 만들지 못했습니다."
+        except Exception as exc:  # the receiver still gets its end ("E"), never silence
+            log.error("push answer failed", exc_info=exc, extra={"qry_id": qry_id})
+            failure = exc.message if isinstance(exc, HanragError) else "답변을 만드는 중 오류가 발생했습니다."
+        if buffer:
+            await send_batch("".join(buffer))
+        await send_batch(failure, last=True, error=failure)
 
 
 @router.post("/queryToSLLM", summary="Legacy: push mode to the configured response URL")
@@ -285,55 +373,64 @@ async def legacy_query_push(request: Request) -> Any:
     query, acting = parsed
     if not url:
         return _legacy_error(
-            "응답을 보낼 주소(legacy_response_url)가 설정되지 않았습니다.", 500, query.qry_id
+            request, "응답을 보낼 주소(legacy_response_url)가 설정되지 않았습니다.", 500, query.qry_id
         )
-    task = asyncio.create_task(
-        _push(
-            _events(query, request, acting),
-            url,
-            query.qry_id,
-            _label(request),
-            settings.api.legacy_batch_seconds,
-        )
+    target = _PushTarget(
+        url,
+        query.qry_id,
+        _label(request),
+        settings.api.legacy_batch_seconds,
+        settings.api.legacy_idle_timeout_s,
+        query.retrieval,
     )
+    task = asyncio.create_task(_push(_events(query, request, acting), target))
     # Keep a reference until it finishes (a bare task may be garbage-collected mid-run).
     tasks: set[asyncio.Task[None]] = request.app.state.__dict__.setdefault("legacy_tasks", set())
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-    return JSONResponse(error_format("수신양호", 200, query.qry_id))
+    return legacy_error("수신양호", 200, query.qry_id, request=request)
 
 
 @router.get("/history", summary="Legacy: conversation history of a page")
 async def legacy_history(request: Request) -> Any:
     page_id = request.query_params.get("request_id")
     if not page_id:
-        return _legacy_error("request_id가 필요합니다.", 400, None)
+        return _legacy_error(request, "request_id가 필요합니다.", 400, None)
     raw_index = request.query_params.get("last_index")
     try:
         last_index = int(raw_index) if raw_index not in (None, "") else None
     except ValueError:
-        return _legacy_error("last_index는 정수여야 합니다.", 400, None)
+        return _legacy_error(request, "last_index는 정수여야 합니다.", 400, None)
     rows = await asyncio.to_thread(_readable_messages, request, page_id)
     history: list[dict[str, Any]] = []
     for row in rows:
         if row.role == "user":
             history.append({"role": "human", "content": row.content})
         else:
-            history.append(
-                {"role": "ai", "content": row.content, "references": list(row.cited_chunk_ids or [])}
-            )
+            # Every chunk shown in the answer's reference event, in order (as /reference).
+            shown = [ref.get("chunk_id", "") for ref in (row.references or [])]
+            history.append({"role": "ai", "content": row.content, "references": shown})
     if last_index is not None:
         history = history[last_index + 1 :]
     return {"history": history}
 
 
+def _date_time(value: str) -> str:
+    """``YYYY-MM-DD HH:MM:SS``, as the earlier service wrote its dates."""
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+    except ValueError:
+        return value
+
+
 @router.get("/reference", summary="Legacy: the references of one AI message")
 async def legacy_reference(request: Request) -> Any:
     page_id = request.query_params.get("request_id")
-    if not page_id:
-        return _legacy_error("request_id가 필요합니다.", 400, None)
+    raw_index = request.query_params.get("msg_index")
+    if not page_id or raw_index in (None, ""):
+        return _legacy_error(request, "request_id와 msg_index가 필요합니다.", 400, None)
     try:
-        index = int(request.query_params.get("msg_index", ""))
+        index = int(raw_index)
     except ValueError:
         return JSONResponse({"error": "유효하지 않은 메시지 인덱스"}, status_code=400)
     rows = await asyncio.to_thread(_readable_messages, request, page_id)
@@ -348,7 +445,7 @@ async def legacy_reference(request: Request) -> Any:
                 "file_name": ref.get("file_name") or Path(ref.get("source", "")).name,
                 "title": ref.get("title", ""),
                 "text": ref.get("text", ""),
-                "date": ref.get("date", ""),
+                "date": _date_time(str(ref.get("date") or "")),
             }
             for ref in (row.references or [])
         ]
