@@ -320,3 +320,28 @@ def test_cli_refuses_an_unknown_transport() -> None:
     result = CliRunner().invoke(app, ["mcp", "--transport", "websocket"])
     assert result.exit_code == 2
     assert "invalid_input" in result.output
+
+
+def test_http_applies_the_per_principal_rate_limit(corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MCP endpoint counts requests per principal like the HTTP API: past the limit a
+    caller gets 429 with Retry-After and the request never reaches the server."""
+    from hanrag.mcp.server import BearerAuth
+
+    monkeypatch.setattr(corpus.engine.settings.auth, "rate_limit_per_minute", 2)
+    reached: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=BearerAuth(inner, corpus.engine))
+        headers = {"Authorization": f"Bearer {corpus.alpha_key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://mcp") as client:
+            return [await client.post("/mcp", headers=headers, json={}) for _ in range(3)]
+
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[2].json()["code"] == "rate_limited" and int(responses[2].headers["retry-after"]) >= 1
+    assert len(reached) == 2

@@ -246,3 +246,14 @@ def translate_error(exc: BaseException) -> HanragError | None:
     if isinstance(exc, WorkCancelled):
         return RequestTimeoutError(str(exc) or "the request was given up after its deadline")
     return data_error(exc)
+
+
+class RateLimitedError(HanragError):
+    """Too many requests from one principal; ``retry_after`` seconds until the next window."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests; try again in {retry_after} s")
+        self.retry_after = retry_after

@@ -51,10 +51,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hanrag.auth.access import Caller, caller_of
+from hanrag.auth.ratelimit import RateLimiter
 from hanrag.cancellation import cancel_scope
 from hanrag.domain import SearchFilters, to_epoch
 from hanrag.engine import Engine, document_not_found
-from hanrag.errors import AuthError, HanragError, RequestTimeoutError, WorkCancelled
+from hanrag.errors import AuthError, HanragError, RateLimitedError, RequestTimeoutError, WorkCancelled
 
 log = logging.getLogger("hanrag.mcp")
 
@@ -408,6 +409,8 @@ class BearerAuth:
     def __init__(self, app: ASGIApp, engine: Engine) -> None:
         self.app = app
         self.engine = engine
+        # The same per-principal limit as the HTTP API (shared through Redis when set).
+        self.limiter = RateLimiter(engine.settings.auth.rate_limit_per_minute, engine.settings.redis_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -423,6 +426,9 @@ class BearerAuth:
             if credential is None:
                 raise AuthError("send 'Authorization: Bearer <API key or token>'", code="unauthorized")
             identity = await anyio.to_thread.run_sync(self.engine.auth.authenticate, credential)
+            retry_after = await anyio.to_thread.run_sync(self.limiter.hit, identity.principal)
+            if retry_after is not None:
+                raise RateLimitedError(retry_after)
         except HanragError as exc:
             await _problem(send, exc)
             return
@@ -442,17 +448,12 @@ def _bearer(scope: Scope) -> str | None:
 async def _problem(send: Send, exc: HanragError) -> None:
     status = exc.http_status
     body = json.dumps({"status": status, "code": exc.code, "detail": exc.message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", b'Bearer realm="hanrag"'),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(exc, RateLimitedError):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    else:
+        headers.append((b"www-authenticate", b'Bearer realm="hanrag"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
