@@ -12,12 +12,16 @@ Outside a :func:`cancel_scope` (the CLI, jobs, tests) the checks do nothing.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
-from hanrag.errors import WorkCancelled
+from hanrag.errors import RequestTimeoutError, WorkCancelled
+
+T = TypeVar("T")
 
 
 class CancelToken:
@@ -60,3 +64,27 @@ def cancel_scope() -> Iterator[CancelToken]:
         yield token
     finally:
         _current.reset(reset)
+
+
+async def within_deadline(work: Awaitable[T], seconds: float) -> T:
+    """``work`` within ``seconds``, or :class:`~hanrag.errors.RequestTimeoutError`.
+
+    When the deadline passes (or the awaiting caller goes away) the work is cancelled:
+    its coroutine at once, and work it handed to threads at its next
+    :func:`raise_if_cancelled` check (``asyncio.to_thread`` copies the context). One
+    deadline for every entry point: the HTTP API and the MCP server.
+    """
+    finished = False
+    with cancel_scope() as token:
+        try:
+            async with asyncio.timeout(seconds) as deadline:
+                result = await work
+            finished = True
+            return result
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # a timeout of the work itself, not of this request
+            raise RequestTimeoutError(f"the request took longer than {seconds:g} s") from exc
+        finally:
+            if not finished:
+                token.cancel(f"the request was given up (timeout {seconds:g} s or client gone)")

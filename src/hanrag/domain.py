@@ -21,6 +21,18 @@ def to_epoch(value: datetime | date) -> int:
     return int(value.timestamp())
 
 
+def epoch_bound(moment: datetime | date | None, *, end: bool) -> int | None:
+    """An inclusive date filter bound in epoch seconds: naive moments are UTC, and an end
+    given as a bare date (or as midnight) covers that whole day."""
+    if moment is None:
+        return None
+    seconds = to_epoch(moment)
+    midnight = not isinstance(moment, datetime) or (
+        moment.hour == moment.minute == moment.second == moment.microsecond == 0
+    )
+    return seconds + (86399 if end and midnight else 0)
+
+
 def from_epoch(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 

@@ -83,11 +83,7 @@ class AuthMiddleware:
                 )
                 await response(scope, receive, send)
                 return
-            state["identity"] = identity
-            state["principal"] = identity.username
-            state["principals"] = identity.principals
-        else:
-            state["identity"] = identity
+        state["identity"] = identity
         limiter = app.state.rate_limiter
         login = path == "/api/v1/auth/login"
         if limiter.per_minute and (login or not self._is_open(path, method, settings)):

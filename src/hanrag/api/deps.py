@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, TypeVar
@@ -11,10 +10,9 @@ from fastapi import Depends, Request
 
 from hanrag.api import metrics
 from hanrag.auth.access import Caller, caller_of
-from hanrag.cancellation import cancel_scope
+from hanrag.cancellation import within_deadline
 from hanrag.domain import AnswerEvent, ErrorEvent
 from hanrag.engine import Engine
-from hanrag.errors import RequestTimeoutError
 
 T = TypeVar("T")
 
@@ -35,41 +33,10 @@ def current_caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
-def caller_principals(request: Request) -> list[str] | None:
-    """The principals whose documents the caller may read (None: no restriction).
-
-    Set on ``request.state`` by the authentication layer; without one (auth mode
-    ``none``, the embedded default) nothing is restricted.
-    """
-    return getattr(request.state, "principals", None)
-
-
-def caller_name(request: Request) -> str | None:
-    return getattr(request.state, "principal", None)
-
-
 async def with_timeout(request: Request, work: Awaitable[T]) -> T:
-    """``work`` within ``api.request_timeout_s``, or 504 ``timeout``.
-
-    On timeout (or when the client goes away) the work is cancelled: its coroutine at
-    once, and work it handed to threads at its next :func:`raise_if_cancelled` check —
-    such threads see this request's token (``asyncio.to_thread`` copies the context).
-    """
-    seconds = request.app.state.settings.api.request_timeout_s
-    finished = False
-    with cancel_scope() as token:
-        try:
-            async with asyncio.timeout(seconds) as deadline:
-                result = await work
-            finished = True
-            return result
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise  # a timeout of the work itself, not of this request
-            raise RequestTimeoutError(f"the request took longer than {seconds:g} s") from exc
-        finally:
-            if not finished:
-                token.cancel(f"the request was given up (timeout {seconds:g} s or client gone)")
+    """``work`` within ``api.request_timeout_s``, or 504 ``timeout``; the work stops (see
+    :func:`hanrag.cancellation.within_deadline`)."""
+    return await within_deadline(work, request.app.state.settings.api.request_timeout_s)
 
 
 async def primed(events: AsyncIterator[AnswerEvent]) -> AsyncIterator[AnswerEvent]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from hanrag.domain import SearchFilters, to_epoch
+from hanrag.domain import SearchFilters, epoch_bound
 
 
 def parse_flexible_datetime(value: Any) -> Any:
@@ -66,16 +66,9 @@ class FiltersIn(BaseModel):
         """The domain filters (who may read what is added by the engine: see
         :func:`hanrag.auth.access.scope`)."""
 
-        def epoch(moment: datetime | None, end: bool) -> int | None:
-            if moment is None:
-                return None
-            aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-            midnight = aware.hour == aware.minute == aware.second == aware.microsecond == 0
-            return to_epoch(aware) + (86399 if end and midnight else 0)
-
         return SearchFilters(
-            date_from=epoch(self.date_from, False),
-            date_to=epoch(self.date_to, True),
+            date_from=epoch_bound(self.date_from, end=False),
+            date_to=epoch_bound(self.date_to, end=True),
             document_ids=self.document_ids,
             metadata=dict(self.metadata),
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
@@ -52,8 +52,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hanrag.auth.access import Caller, caller_of
 from hanrag.auth.ratelimit import RateLimiter
-from hanrag.cancellation import cancel_scope
-from hanrag.domain import SearchFilters, to_epoch
+from hanrag.cancellation import within_deadline
+from hanrag.domain import SearchFilters, epoch_bound
 from hanrag.engine import Engine, document_not_found
 from hanrag.errors import AuthError, HanragError, RateLimitedError, RequestTimeoutError, WorkCancelled
 
@@ -87,16 +87,9 @@ class FiltersArg(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict, description="Equality on metadata keys.")
 
     def to_filters(self) -> SearchFilters:
-        def epoch(value: datetime | date | None, end: bool) -> int | None:
-            if value is None:
-                return None
-            if not isinstance(value, datetime):
-                value = datetime.combine(value, time(23, 59, 59) if end else time(0), tzinfo=UTC)
-            return to_epoch(value if value.tzinfo else value.replace(tzinfo=UTC))
-
         return SearchFilters(
-            date_from=epoch(self.date_from, False),
-            date_to=epoch(self.date_to, True),
+            date_from=epoch_bound(self.date_from, end=False),
+            date_to=epoch_bound(self.date_to, end=True),
             document_ids=self.document_ids,
             metadata=dict(self.metadata),
         )
@@ -218,16 +211,10 @@ class HanragMCP:
 
     async def _work(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call`` within ``api.request_timeout_s``; threads it starts stop at their next check."""
-        seconds = self.engine.settings.api.request_timeout_s
-        with cancel_scope() as token:
-            try:
-                with anyio.fail_after(seconds):
-                    return await call()
-            except TimeoutError:
-                token.cancel(f"the request took longer than {seconds:g} s")
-                raise RequestTimeoutError(f"the request took longer than {seconds:g} s") from None
-            except WorkCancelled as exc:
-                raise RequestTimeoutError(str(exc)) from None
+        try:
+            return await within_deadline(call(), self.engine.settings.api.request_timeout_s)
+        except WorkCancelled as exc:
+            raise RequestTimeoutError(str(exc)) from None
 
     async def _thread(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(function, *args, **kwargs))
