@@ -35,6 +35,9 @@ from hanrag.ingest.pipeline import IngestReport
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens
 from hanrag.settings import EmbedSettings, Settings
 
+# The sample shop databases of the SQL tests (fixtures ``databases`` and ``db_url``).
+pytest_plugins = ["sql_support"]
+
 SAMPLES = Path(str(files("hanrag") / "samples"))
 
 # Files without a date of their own (Markdown, plain text) are dated by their

@@ -174,9 +174,11 @@ class AnswerResult:
     plan: dict[str, Any] = field(default_factory=dict)
     fallback: str | None = None
     generator: str | None = None  # the generator that wrote the answer (after any fallback)
+    # The table route's result (P10): title, source, SQL, columns, rows, chart; None otherwise.
+    table: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "answer": self.answer,
             "citations": self.citations,
             "session_id": self.session_id,
@@ -184,6 +186,9 @@ class AnswerResult:
             "usage": self.usage,
             "fallback": self.fallback,
         }
+        if self.table is not None:
+            data["table"] = self.table
+        return data
 
 
 # The events of an answer stream, in order: references, deltas, then done or error.
@@ -192,15 +197,20 @@ class AnswerResult:
 
 @dataclass(frozen=True, slots=True)
 class ReferencesEvent:
-    """The numbered sources (once, before any text) and the plan that found them."""
+    """The numbered sources (once, before any text) and the plan that found them; on the
+    table route, no sources but the query's ``table`` (SQL, rows, chart)."""
 
     references: list[dict[str, Any]]
     plan: dict[str, Any]
+    table: dict[str, Any] | None = None
     type: ClassVar[Literal["references"]] = "references"
 
     @property
     def data(self) -> dict[str, Any]:
-        return {"references": self.references, "plan": self.plan}
+        data = {"references": self.references, "plan": self.plan}
+        if self.table is not None:
+            data["table"] = self.table
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +244,7 @@ class DoneEvent:
             "plan": r.plan,
             "fallback": r.fallback,
             "generator": r.generator,
+            **({"table": r.table} if r.table is not None else {}),
         }
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hanrag.auth.audit import AuditLog
     from hanrag.auth.service import AuthService
     from hanrag.llm.base import GenerationOptions, Generator
+    from hanrag.tables.service import SourceService
 
 log = logging.getLogger("hanrag.engine")
 
@@ -122,6 +123,20 @@ class Engine:
             return AuditLog(self.catalog.engine, retention_days=self.settings.auth.audit_retention_days)
 
     @cached_property
+    def sources(self) -> SourceService:
+        """SQL sources (P10): kept in the catalog, synced through the ingestion pipeline."""
+        from hanrag.store.sql_sources import SqlSourceStore
+        from hanrag.tables.service import SourceService
+
+        with self._build_lock:
+            return SourceService(
+                SqlSourceStore(self.catalog.engine),
+                lambda: self.pipeline,
+                self.settings,
+                audit=lambda: self.audit,
+            )
+
+    @cached_property
     def generator(self) -> Generator:
         from hanrag.llm.factory import build_generator
 
@@ -133,6 +148,7 @@ class Engine:
         index, the retriever and the tokenizer are reached only when an answer needs them."""
         from hanrag.answer.engine import AnswerEngine
         from hanrag.answer.planner import Planner
+        from hanrag.answer.table_route import TableRoute
         from hanrag.llm.extractive import ExtractiveGenerator
 
         settings = self.settings
@@ -167,6 +183,7 @@ class Engine:
             # which takes one writer at a time anyway (more threads would only wait on its lock
             # while taking CPU from the retrieval of newer questions), a few for a server database.
             writer_threads=1 if settings.resolved_catalog_url.startswith("sqlite") else 4,
+            tables=TableRoute(self.sources.queryable, settings.tables),
         )
 
     def generation_options(self) -> GenerationOptions:

@@ -275,6 +275,25 @@ class JobSettings(BaseModel):
         return list(dict.fromkeys(value))
 
 
+class TableSettings(BaseModel):
+    """SQL sources and the table route (issue P10)."""
+
+    # Rows a generated query may return (a LIMIT is enforced on it) and rows shown to the model
+    # that writes the answer from them.
+    max_rows: int = Field(200, ge=1, le=10_000)
+    prompt_rows: int = Field(30, ge=1, le=1000)
+    # Each generated query runs in a read-only transaction with this statement timeout.
+    statement_timeout_s: float = Field(10.0, gt=0, le=600)
+    # Tables (over all sources) described to the model; a caller with more grants gets the first.
+    max_summary_tables: int = Field(20, ge=1, le=200)
+    # Hosts that editors' SQL sources may connect to; empty: only administrators add sources.
+    # SQLite files are for administrators only (a path is a file on this server).
+    editor_hosts: list[str] = Field(default_factory=list)
+    # The scheduler (in `hanrag serve` and `hanrag worker`) queues the due sources' sync jobs.
+    scheduler: bool = True
+    scheduler_poll_s: float = Field(30.0, gt=0)
+
+
 class IndexSettings(BaseModel):
     backend: Literal["local", "milvus"] = "local"
     # A milvus-lite file path (e.g. ./hanrag-data/milvus.db) or a server URI (http://host:19530).
@@ -314,6 +333,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    tables: TableSettings = Field(default_factory=TableSettings)
     # Redis for state shared by several server processes (rate limits) and the job queue.
     redis_url: str = ""
 

@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hanrag.answer.planner import Plan, Planner, retrieval_query
-from hanrag.answer.prompts import EXTRACTIVE_REPLIES, FALLBACK_NOTICE, answer_messages
+from hanrag.answer.prompts import (
+    EXTRACTIVE_REPLIES,
+    FALLBACK_NOTICE,
+    TABLE_NEEDS_MODEL_NOTICE,
+    answer_messages,
+    table_answer_messages,
+)
 from hanrag.domain import (
     AnswerEvent,
     AnswerResult,
@@ -50,6 +56,7 @@ from hanrag.korean.analyzer import require_text, sentences
 from hanrag.llm.base import GenerationOptions, GenerationRequest, Generator, Source, Turn, Usage
 
 if TYPE_CHECKING:
+    from hanrag.answer.table_route import TableAnswer, TableRoute
     from hanrag.auth.audit import AuditLog
     from hanrag.settings import AnswerSettings
     from hanrag.store.sessions import SessionStore
@@ -129,13 +136,15 @@ class AnswerEngine:
         generation_options: Callable[[], GenerationOptions],
         fallback_to_extractive: bool = True,
         writer_threads: int = 1,
+        tables: TableRoute | None = None,
     ) -> None:
         """``search`` finds the passages, ``sessions`` and ``audit`` keep what an answer leaves
         behind, ``count_tokens`` measures the context budget, ``metadata_keys`` (the keys the
         given principals may read) checks metadata filters. ``extractive`` answers when
         ``generator`` fails before its first token and ``fallback_to_extractive`` allows it
         (it may be ``generator`` itself). ``generation_options`` gives the default sampling
-        options; ``writer_threads`` store what answers leave behind."""
+        options; ``writer_threads`` store what answers leave behind. ``tables`` answers the
+        questions the planner routes to ``table`` (none: they are answered from documents)."""
         self.search = search
         self.sessions = sessions
         self.audit = audit
@@ -147,10 +156,13 @@ class AnswerEngine:
         self.generation_options = generation_options
         self.fallback_to_extractive = fallback_to_extractive
         self._extractive = extractive
+        self.tables = tables
         self._writers = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hanrag-turns")
 
     def close(self) -> None:
         self._writers.shutdown(wait=True)
+        if self.tables is not None:
+            self.tables.close()
 
     # ---------------------------------------------------------------- context
 
@@ -354,21 +366,35 @@ class AnswerEngine:
             history = self._window(options.history) if options.history is not None else opened
             plan = await self.planner.plan(text, history, options.today or date.today())
             timings["planning_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            table, notice = await self._table_step(plan, principals, history, options, timings)
             search_started = time.perf_counter()
-            sources = await asyncio.to_thread(self._retrieve, plan, filters, principals, options)
+            sources = (
+                [] if table else await asyncio.to_thread(self._retrieve, plan, filters, principals, options)
+            )
             timings["retrieval_ms"] = round((time.perf_counter() - search_started) * 1000, 2)
         except HanragError as exc:
             yield ErrorEvent(exc)
             return
         references = [reference_of(s) for s in sources]
-        yield ReferencesEvent(references, plan.as_dict())
+        yield ReferencesEvent(references, plan.as_dict(), table.as_dict() if table else None)
 
         rag = options.rag and plan.route != "none"
         given = sources if options.rag else []
+        messages = (
+            table_answer_messages(
+                plan.question,
+                table.sql,
+                table.rows_markdown(self.tables.settings.prompt_rows if self.tables else 30),
+                history,
+                options.instructions,
+            )
+            if table
+            else answer_messages(plan.question, given, history, rag, options.instructions)
+        )
         request = GenerationRequest(
             question=plan.question,
             sources=given,
-            messages=answer_messages(plan.question, given, history, rag, options.instructions),
+            messages=messages,
             rag=rag,
             options=options.stream_generation or self.generation_options(),
             replies=EXTRACTIVE_REPLIES,
@@ -398,6 +424,12 @@ class AnswerEngine:
                     yield DeltaEvent(piece)
                 break
             except HanragError as exc:
+                if table is not None and not parts:
+                    # The rows are there: say what they show without the model.
+                    fallback = f"{exc.code}: {FALLBACK_NOTICE}"
+                    parts.append(table.plain_answer())
+                    yield DeltaEvent(parts[-1])
+                    break
                 can_fall_back = (
                     not parts
                     and generator is not self._extractive
@@ -409,6 +441,9 @@ class AnswerEngine:
                     return
                 fallback = f"{exc.code}: {FALLBACK_NOTICE}"
                 generator = self._extractive
+        if notice:
+            parts.append(("\n\n" if parts else "") + notice)
+            yield DeltaEvent(parts[-1])
         timings["generation_ms"] = round((time.perf_counter() - generation_started) * 1000, 2)
         answer = "".join(parts)
         by_number = {s.n: s for s in sources}
@@ -448,8 +483,47 @@ class AnswerEngine:
                 plan=plan.as_dict(),
                 fallback=fallback,
                 generator=generator.name,
+                table=table.as_dict() if table else None,
             )
         )
+
+    async def _table_step(
+        self,
+        plan: Plan,
+        principals: list[str] | None,
+        history: list[Turn],
+        options: AskOptions,
+        timings: dict[str, float],
+    ) -> tuple[TableAnswer | None, str | None]:
+        """The table route for a plan routed to ``table``: its answer, or (the plan then
+        routed to documents) None and the notice the answer must end with."""
+        if plan.route != "table":
+            return None, None
+        plan.route = "documents"
+        if self.tables is None or not options.rag:
+            return None, None
+        scope = None if principals is None else tuple(principals)
+        if not await asyncio.to_thread(self.tables.available, scope):
+            plan.notes.append("no table the asker may query; answered from documents")
+            return None, None
+        if not self.generator.is_llm:
+            return None, TABLE_NEEDS_MODEL_NOTICE
+        from hanrag.answer.table_route import TableRouteError
+
+        try:
+            table = await self.tables.answer(
+                plan.question,
+                principals=scope,
+                generator=self.generator,
+                history=history,
+                today=options.today or date.today(),
+            )
+        except (TableRouteError, HanragError) as exc:
+            plan.notes.append(f"table route failed ({exc.code}); answered from documents")
+            return None, None
+        plan.route = "table"
+        timings.update(table.timings)
+        return table, None
 
     async def ask_result(self, question: str, **kwargs: Any) -> AnswerResult:
         """Non-streaming (the arguments of :meth:`ask`): the stream folded into its result;

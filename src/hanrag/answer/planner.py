@@ -54,6 +54,13 @@ _GREETING = re.compile(
     r"^(?:안녕|고마워|감사합니다|감사해요|반가워|수고|ㅎㅇ|hi|hello|thanks)", re.IGNORECASE
 )
 _NOUN_TAGS = {"NNG", "NNP", "SL", "SH", "XR"}
+# Aggregation cues that send a question to the table route (without a model, that route
+# answers from the indexed rows and says that exact aggregates need a model).
+_TABLE_CUES = re.compile(
+    r"몇\s*건|건수|합계|총합|총\s*(?:금액|매출|수량|건)|평균|월별|연도별|연별|분기별|주별|일별|부서별|"
+    r"추이|상위\s*\d+|하위\s*\d+|top\s*\d+|비교|최대값|최솟값|최댓값|최소값|집계",
+    re.IGNORECASE,
+)
 
 
 def _key_nouns(text: str, limit: int = 4) -> list[str]:
@@ -78,7 +85,7 @@ def rule_plan(question: str, history: list[Turn], today: date) -> Plan:
             if carried:
                 standalone = f"{' '.join(carried)} {question}"
                 notes.append("follow-up completed with the previous question's key nouns")
-    route = "none" if greeting else "documents"
+    route = "none" if greeting else "table" if _TABLE_CUES.search(standalone) else "documents"
     keywords = list(dict.fromkeys(morpheme_tokens(standalone)))
     return Plan(standalone, keywords, parse_date_range(standalone, today), route, "rules", notes)
 

@@ -221,3 +221,21 @@ def room_id(caller: Caller, page_id: str, owner_of: Callable[[str], str | None])
         return page_id
     digest = hashlib.sha256(f"{caller.name or ''}\x00{page_id}".encode()).hexdigest()[:40]
     return f"lg_{digest}"
+
+
+# ---------------------------------------------------------------- SQL sources
+
+
+def may_query(principals: Iterable[str] | None, grant: Iterable[str] | None) -> bool:
+    """Whether a caller may run SQL on a table through the table route: unrestricted
+    callers always; anyone else when they hold a principal of the table's query grant
+    (None: nobody but administrators)."""
+    if principals is None:
+        return True
+    return grant is not None and not set(principals).isdisjoint(grant)
+
+
+def may_add_sources(caller: Caller) -> bool:
+    """Administrators add SQL sources; editors too, within the hosts the operator allows
+    (checked where the URL is known)."""
+    return caller.unrestricted or caller.role in ("admin", "editor")

@@ -19,7 +19,16 @@ from hanrag.cli.common import (
     print_json,
     run,
 )
-from hanrag.domain import AnswerEvent, AnswerResult, DeltaEvent, Hit, SearchFilters, fold_answer, to_epoch
+from hanrag.domain import (
+    AnswerEvent,
+    AnswerResult,
+    DeltaEvent,
+    Hit,
+    ReferencesEvent,
+    SearchFilters,
+    fold_answer,
+    to_epoch,
+)
 from hanrag.engine import Engine
 from hanrag.errors import HanragError, InvalidInputError
 
@@ -118,6 +127,8 @@ async def stream_answer(
     from hanrag.answer.engine import AskOptions
 
     def show(event: AnswerEvent) -> None:
+        if echo and isinstance(event, ReferencesEvent) and event.table is not None:
+            print_table(event.table)
         if echo and isinstance(event, DeltaEvent):
             console.print(event.text, end="", highlight=False, markup=False, soft_wrap=True)
 
@@ -126,6 +137,20 @@ async def stream_answer(
     if echo:
         console.print()
     return result
+
+
+def print_table(table: dict[str, Any]) -> None:
+    """The table route's rows as a Rich table, its SQL below in dim text."""
+    from rich.table import Table
+
+    shown = Table(*(escape(str(c)) for c in table["columns"]), title=escape(table["title"]))
+    for row in table["rows"][:50]:
+        shown.add_row(*(escape("" if v is None else str(v)) for v in row))
+    console.print(shown)
+    more = table["row_count"] - min(table["row_count"], 50)
+    if more > 0 or table["truncated"]:
+        console.print(f"[dim]… {more} more rows{' (capped)' if table['truncated'] else ''}[/]")
+    console.print(f"[dim]{escape(table['source'])}: {escape(table['sql'])}[/]")
 
 
 def print_citations(result: AnswerResult) -> None:

@@ -235,3 +235,38 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
     __table_args__ = (Index("ix_jobs_state", "state"), Index("ix_jobs_created", "created_at"))
+
+
+class SqlSourceRow(Base):
+    """A SQL source (issue P10): its URL (a secret: never returned or logged in full), its
+    table configuration, who added it, and when the scheduler syncs it next."""
+
+    __tablename__ = "sql_sources"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    # Minutes between scheduled syncs (None: only on demand).
+    sync_interval_minutes: Mapped[int | None] = mapped_column(Integer)
+    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sync: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+
+class SqlWatermarkRow(Base):
+    """The incremental-sync watermark of one table of a SQL source."""
+
+    __tablename__ = "sql_watermarks"
+
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow
+    )

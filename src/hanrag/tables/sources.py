@@ -17,8 +17,8 @@ from it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -48,7 +48,8 @@ class TableConfig:
     ``date_column``: the documents' date; ``updated_at_column``: the incremental-sync
     watermark (else the single-column primary key, which finds new rows but not updates);
     ``acl_column``/``acl_template``: the row's ACL from a column (``group:{value}``; a
-    comma-separated value gives several entries), instead of the source's ACL.
+    comma-separated value gives several entries), instead of the source's ACL;
+    ``query_acl``: who may query the table through the table route (None: the source's).
     """
 
     name: str
@@ -61,6 +62,7 @@ class TableConfig:
     updated_at_column: str | None = None
     acl_column: str | None = None
     acl_template: str = "{value}"
+    query_acl: tuple[str, ...] | None = None
 
     def allows(self, column: str) -> bool:
         """Whether a column may be read into texts, samples and metadata."""
@@ -72,13 +74,17 @@ class TableConfig:
 @dataclass(frozen=True)
 class SqlSource:
     """A named SQL source. ``acl``: every row's ACL, unless a table maps it from a column
-    (neither: the ingest default). ``batch_size``: rows fetched per round trip."""
+    (neither: the ingest default). ``query_acl``: the principals whose questions may run SQL
+    on its tables (the table route; a table's own ``query_acl`` wins; None: administrators
+    only, since row ACLs cannot be enforced inside an aggregate). ``batch_size``: rows
+    fetched per round trip."""
 
     name: str
     url: str = field(repr=False)
     tables: tuple[TableConfig, ...] = ()
     acl: tuple[str, ...] | None = None
     batch_size: int = 200
+    query_acl: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -105,9 +111,56 @@ class SqlSource:
                 return config
         raise InvalidInputError(f"{self.name}: no table {name!r}", code="sql_table_unknown", field="table")
 
+    def query_grant(self, table: str) -> tuple[str, ...] | None:
+        """Who may query ``table`` with the table route (None: administrators only)."""
+        config = self.table(table)
+        return config.query_acl if config.query_acl is not None else self.query_acl
+
+    def config(self) -> dict[str, Any]:
+        """Everything but the name and the URL, as stored in the catalog."""
+        return {
+            "tables": [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(t).items()} for t in self.tables
+            ],
+            "acl": None if self.acl is None else list(self.acl),
+            "query_acl": None if self.query_acl is None else list(self.query_acl),
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def from_config(cls, name: str, url: str, config: Mapping[str, Any]) -> SqlSource:
+        def tupled(value: Any) -> tuple[str, ...] | None:
+            return None if value is None else tuple(str(v) for v in value)
+
+        known = {f.name for f in fields(TableConfig)}
+        tables = []
+        for raw in config.get("tables") or []:
+            data = {k: v for k, v in dict(raw).items() if k in known}
+            for key in ("include", "query_acl"):
+                if key in data:
+                    data[key] = tupled(data[key])
+            if "exclude" in data:
+                data["exclude"] = tuple(data["exclude"] or ())
+            tables.append(TableConfig(**data))
+        return cls(
+            name=name,
+            url=url,
+            tables=tuple(tables),
+            acl=tupled(config.get("acl")),
+            batch_size=int(config.get("batch_size") or 200),
+            query_acl=tupled(config.get("query_acl")),
+        )
+
     def connect(self) -> Engine:
         """A SQLAlchemy engine that never echoes parameters into its errors."""
-        return create_engine(parse_url(self.url), hide_parameters=True, pool_pre_ping=True)
+        try:
+            return create_engine(parse_url(self.url), hide_parameters=True, pool_pre_ping=True)
+        except (ArgumentError, ImportError) as exc:  # an unknown driver, a SQLite URL with a host
+            raise InvalidInputError(
+                f"cannot use the URL {self.display_url}: {type(exc).__name__}",
+                code="invalid_sql_url",
+                field="url",
+            ) from None
 
 
 def parse_url(url: str | URL) -> URL:

@@ -13,28 +13,26 @@ parsed nor embedded again; a new ACL is applied in place.
   no longer match the table's ``where``) are removed.
 
 Rows are fetched in batches of ``SqlSource.batch_size`` with a server-side cursor where the
-driver has one (``stream_results``). Watermarks live in
-``<data_dir>/sql_sync/<source>.json``; the catalog would be a better home once a migration
-for it exists (a shared catalog on PostgreSQL would then share them across servers).
+driver has one (``stream_results``). Watermarks live in the catalog (``sql_watermarks``), so
+servers sharing a PostgreSQL catalog continue from the same point.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, Table, select, text
+from sqlalchemy import MetaData, Table, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from hanrag.errors import HanragError, InvalidInputError
 from hanrag.ingest.model import FileOutcome
 from hanrag.ingest.pipeline import IngestPipeline
+from hanrag.store.sql_sources import SqlSourceStore
 from hanrag.tables.rows import SOURCE_TYPE, row_document
 from hanrag.tables.sources import SqlSource, TableConfig, account_can_write, describe
 
@@ -49,23 +47,75 @@ class TableReport:
     watermark: Any = None
 
 
+# Outcomes kept in a report beyond the counts: a full sync of a large table must not hold one
+# object per unchanged row.
+MAX_KEPT_OUTCOMES = 1000
+
+
 @dataclass
 class SyncReport:
     source: str
     full: bool
     can_write: bool | None = None
     tables: list[TableReport] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    # The rows that changed, failed or were removed (the first MAX_KEPT_OUTCOMES).
     outcomes: list[FileOutcome] = field(default_factory=list)
+    cancelled: bool = False
+
+    def add(self, outcome: FileOutcome) -> None:
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if outcome.status != "unchanged" and len(self.outcomes) < MAX_KEPT_OUTCOMES:
+            self.outcomes.append(outcome)
 
     def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
+        return self.counts.get(status, 0)
 
     @property
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for outcome in self.outcomes:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        return counts
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+    def summary(self) -> dict[str, Any]:
+        """What a job result, the API and the catalog's last-sync record show."""
+        return {
+            "source": self.source,
+            "full": self.full,
+            "can_write": self.can_write,
+            "cancelled": self.cancelled,
+            "rows": self.rows,
+            "counts": dict(self.counts),
+            "tables": [
+                {"table": t.table, "mode": t.mode, "rows": t.rows, "watermark": _shown(t.watermark)}
+                for t in self.tables
+            ],
+            "failures": [
+                {"source": o.source, "code": o.error_code, "error": o.error}
+                for o in self.outcomes
+                if o.status == "failed"
+            ][:100],
+        }
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where a sync stands, after each batch: the table, its rows read so far and how many
+    it will read (None: unknown), and the counts over the whole source."""
+
+    table: str
+    tables_done: int
+    tables_total: int
+    rows: int
+    rows_total: int | None
+    counts: dict[str, int]
+
+
+ProgressFunction = Callable[[SyncProgress], None]
+StopFunction = Callable[[], bool]
+
+
+def _shown(value: Any) -> Any:
+    encoded = _encode(value)
+    return encoded.get("datetime", encoded.get("date")) if isinstance(encoded, dict) else encoded
 
 
 # ------------------------------------------------------------------ watermarks
@@ -91,34 +141,21 @@ def _decode(value: Any) -> Any:
 
 
 class WatermarkStore:
-    """Per-table watermarks of one source, in a small JSON file written atomically."""
+    """Per-table watermarks of one source, in the catalog (``sql_watermarks``), so that every
+    server sharing a catalog continues from the same point."""
 
-    def __init__(self, data_dir: Path, source: str) -> None:
-        self.path = Path(data_dir) / "sql_sync" / f"{source}.json"
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            log.warning("unreadable SQL sync state, starting over", extra={"path": str(self.path)})
-            return {}
-        return data if isinstance(data, dict) else {}
+    def __init__(self, store: SqlSourceStore, source: str) -> None:
+        self.store = store
+        self.source = source
 
     def get(self, table: str, mode: str) -> Any:
-        entry = self.load().get(table)
-        if not isinstance(entry, dict) or entry.get("mode") != mode:
+        entry = self.store.watermark(self.source, table)
+        if entry is None or entry[0] != mode:
             return None  # none yet, or the table's watermark column changed
-        return _decode(entry.get("value"))
+        return _decode(entry[1])
 
     def put(self, table: str, mode: str, value: Any) -> None:
-        data = self.load()
-        data[table] = {"mode": mode, "value": _encode(value)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staged = self.path.with_suffix(".tmp")
-        staged.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(staged, self.path)
+        self.store.set_watermark(self.source, table, mode, _encode(value))
 
 
 # ------------------------------------------------------------------------ sync
@@ -151,7 +188,12 @@ def _sync_table(
     report: SyncReport,
     *,
     full: bool,
-) -> None:
+    position: tuple[int, int],
+    on_progress: ProgressFunction | None,
+    should_stop: StopFunction | None,
+) -> bool:
+    """Sync one table; False when ``should_stop`` asked to stop (its watermark is kept up
+    to the last whole batch, so the next sync continues from there)."""
     schema = describe(conn, config, samples=0)
     if not schema.primary_key:
         raise InvalidInputError(
@@ -186,9 +228,16 @@ def _sync_table(
     query = query.order_by(*order, *(table.c[k] for k in schema.primary_key if k != mark_column))
 
     table_report = TableReport(config.name, mode, watermark=previous)
+    report.tables.append(table_report)
+    rows_total: int | None = None
+    if on_progress is not None:
+        rows_total = conn.execute(select(func.count()).select_from(query.order_by(None).subquery())).scalar()
     seen: set[str] = set()
     result = conn.execution_options(stream_results=True, yield_per=source.batch_size).execute(query)
     for batch in result.partitions():
+        if should_stop is not None and should_stop():
+            result.close()
+            return False
         for raw in batch:
             row = dict(raw._mapping)
             table_report.rows += 1
@@ -197,23 +246,31 @@ def _sync_table(
             try:
                 doc = row_document(source, config, schema, row)
             except HanragError as exc:
-                report.outcomes.append(
-                    FileOutcome(
-                        f"sql:{source.name}/{config.name}", "failed", error_code=exc.code, error=exc.message
-                    )
-                )
+                where = f"sql:{source.name}/{config.name}"
+                report.add(FileOutcome(where, "failed", error_code=exc.code, error=exc.message))
                 continue
             seen.add(doc.document_id)
-            outcome = pipeline.ingest_bytes(
-                doc.text.encode("utf-8"),
-                doc.filename,
-                source=doc.source,
-                source_type=SOURCE_TYPE,
-                acl=doc.acl,
-                date_override=doc.date,
-                metadata=doc.metadata,
+            report.add(
+                pipeline.ingest_bytes(
+                    doc.text.encode("utf-8"),
+                    doc.filename,
+                    source=doc.source,
+                    source_type=SOURCE_TYPE,
+                    acl=doc.acl,
+                    date_override=doc.date,
+                    metadata=doc.metadata,
+                )
             )
-            report.outcomes.append(outcome)
+        # Rows come in watermark order: everything up to here is done, even if a later
+        # batch fails or the sync is stopped.
+        if mark_column is not None and table_report.watermark is not None:
+            marks.put(config.name, mode, table_report.watermark)
+        if on_progress is not None:
+            on_progress(
+                SyncProgress(
+                    config.name, position[0], position[1], table_report.rows, rows_total, dict(report.counts)
+                )
+            )
     if full:
         known = pipeline.catalog.documents_with_metadata(
             {"sql_source": source.name, "sql_table": config.name}
@@ -223,19 +280,27 @@ def _sync_table(
                 row_before = pipeline.catalog.get(document_id)
                 removed = pipeline.delete_document(document_id)
                 where = row_before.source if row_before is not None else document_id
-                report.outcomes.append(FileOutcome(where, "removed", document_id, removed))
-    if mark_column is not None and table_report.watermark is not None:
-        marks.put(config.name, mode, table_report.watermark)
-    report.tables.append(table_report)
+                report.add(FileOutcome(where, "removed", document_id, removed))
+    return True
 
 
-def sync_source(target: object, source: SqlSource, *, full: bool = False) -> SyncReport:
+def sync_source(
+    target: object,
+    source: SqlSource,
+    *,
+    full: bool = False,
+    on_progress: ProgressFunction | None = None,
+    should_stop: StopFunction | None = None,
+) -> SyncReport:
     """Sync every configured table of ``source`` through an Engine's (or a bare) pipeline.
 
-    An operator's command: rows are ingested unrestricted, with the ACL the source maps.
+    An operator's action: rows are ingested unrestricted, with the ACL the source maps (the
+    caller's right to run it is checked by :class:`hanrag.tables.service.SourceService`).
+    ``on_progress`` hears after each batch; ``should_stop`` is asked before each batch (a
+    cancelled job), and the report then says ``cancelled``.
     """
     pipeline = _pipeline(target)
-    marks = WatermarkStore(pipeline.settings.data_dir, source.name)
+    marks = WatermarkStore(SqlSourceStore(pipeline.catalog.engine), source.name)
     report = SyncReport(source.name, full)
     engine = source.connect()
     try:
@@ -246,8 +311,23 @@ def sync_source(target: object, source: SqlSource, *, full: bool = False) -> Syn
                     "the SQL source's account can write; a read-only account is recommended",
                     extra={"sql_source": source.name, "url": source.display_url},
                 )
-            for config in source.tables:
-                _sync_table(conn, pipeline, source, config, marks, report, full=full)
+            total = len(source.tables)
+            for number, config in enumerate(source.tables):
+                finished = _sync_table(
+                    conn,
+                    pipeline,
+                    source,
+                    config,
+                    marks,
+                    report,
+                    full=full,
+                    position=(number, total),
+                    on_progress=on_progress,
+                    should_stop=should_stop,
+                )
+                if not finished:
+                    report.cancelled = True
+                    break
     except SQLAlchemyError as exc:
         raise InvalidInputError(
             f"SQL source {source.name} ({source.display_url}): {type(exc).__name__}",

@@ -32,7 +32,14 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
-from hanrag.api.legacy_format import answer_item, envelope, now_text, retrieval_item
+from hanrag.api.legacy_format import (
+    answer_item,
+    chart_item,
+    envelope,
+    now_text,
+    retrieval_item,
+    table_retrieval_item,
+)
 from hanrag.api.problems import legacy_error, stream_error
 from hanrag.api.schemas import FlexibleDateTime
 from hanrag.auth.access import Caller
@@ -221,8 +228,8 @@ async def legacy_query(request: Request) -> Any:
             if not failed:
                 raise  # not the answer's error event: answered by the app's handlers, as before
             return _legacy_error(request, exc.message, min(exc.http_status, 500), query.qry_id)
-        data_list = [retrieval_item(_label(request), result.references)] if query.retrieval else []
-        data_list.append(answer_item(result.answer))
+        data_list = [_retrieval(_label(request), result.references, result.table)] if query.retrieval else []
+        data_list.append(answer_item(result.answer, extra=_chart(result.table)))
         return JSONResponse(envelope(query.qry_id, data_list, last=True))
 
     try:
@@ -231,15 +238,29 @@ async def legacy_query(request: Request) -> Any:
         return _legacy_error(request, exc.message, exc.http_status, query.qry_id)
 
 
-def _reference_event(label: str, references: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sent also when nothing was found (an ``R`` item with an empty ``rsp_data``)."""
+def _retrieval(label: str, references: list[dict[str, Any]], table: dict[str, Any] | None) -> dict[str, Any]:
+    """The R item: the numbered passages, or on the table route the rows (TB)."""
+    return retrieval_item(label, references) if table is None else table_retrieval_item(label, table)
+
+
+def _chart(table: dict[str, Any] | None) -> list[dict[str, Any]]:
+    chart = None if table is None else chart_item(table)
+    return [] if chart is None else [chart]
+
+
+def _reference_event(
+    label: str, references: list[dict[str, Any]], table: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Sent also when nothing was found (an ``R`` item with an empty ``rsp_data``). On the
+    table route the R item holds the rows (TB) and the chart (CT) follows it: a stream has
+    no final answer item to carry it."""
     return {
         "type": "reference",
         "status_code": 200,
         "result": "OK",
         "detail": "Reference data",
         "evt_time": datetime.now().isoformat(),  # local, no offset: LocalDateTime.parse reads it
-        "data_list": [retrieval_item(label, references)],
+        "data_list": [_retrieval(label, references, table), *_chart(table)],
     }
 
 
@@ -260,7 +281,7 @@ async def legacy_query_stream(request: Request) -> Any:
             async for event in _until_idle(_events(query, request, acting), idle_s):
                 if isinstance(event, ReferencesEvent):
                     if query.retrieval:
-                        yield line(_reference_event(label, event.references))
+                        yield line(_reference_event(label, event.references, event.table))
                 elif isinstance(event, DeltaEvent):
                     yield line({"type": "answer", "answer": event.text})
                 elif isinstance(event, ErrorEvent):
@@ -313,6 +334,7 @@ async def _push(events: AsyncIterator[AnswerEvent], target: _PushTarget) -> None
     envelope is marked E, also when the answer fails (then it carries the error)."""
     qry_id = target.qry_id
     buffer: list[str] = []
+    chart: list[dict[str, Any]] = []  # the table route's CT, on the last answer item
     batch = 0
     last_sent = time.monotonic()
     async with httpx.AsyncClient(timeout=10.0) as client:
@@ -320,7 +342,7 @@ async def _push(events: AsyncIterator[AnswerEvent], target: _PushTarget) -> None
         async def send_batch(text: str, *, last: bool = False, error: str | None = None) -> None:
             nonlocal batch, last_sent
             batch += 1
-            payload = envelope(qry_id, [answer_item(text, batch)], last=last)
+            payload = envelope(qry_id, [answer_item(text, batch, extra=chart if last else None)], last=last)
             if error is not None:
                 payload.update({"status_code": 500, "result": error})
             await _post_with_retry(client, target.url, payload, qry_id)
@@ -330,8 +352,10 @@ async def _push(events: AsyncIterator[AnswerEvent], target: _PushTarget) -> None
         try:
             async for event in _until_idle(events, target.idle_s):
                 if isinstance(event, ReferencesEvent):
+                    chart = _chart(event.table)
                     if target.retrieval:
-                        reference = _reference_event(target.label, event.references)
+                        reference = _reference_event(target.label, event.references, event.table)
+                        reference["data_list"] = reference["data_list"][:1]  # the CT ends the answer
                         reference.update(
                             {
                                 "qry_id": qry_id,
@@ -360,6 +384,7 @@ async def _push(events: AsyncIterator[AnswerEvent], target: _PushTarget) -> None
             failure = exc.message if isinstance(exc, HanragError) else "답변을 만드는 중 오류가 발생했습니다."
         if buffer:
             await send_batch("".join(buffer))
+        chart = []  # a failed answer's last envelope carries the error only
         await send_batch(failure, last=True, error=failure)
 
 

@@ -38,7 +38,15 @@ from hanrag.api.deps import (
     with_timeout,
 )
 from hanrag.api.problems import problem, stream_error
-from hanrag.domain import AnswerEvent, AnswerResult, DeltaEvent, DoneEvent, ErrorEvent, fold_answer
+from hanrag.domain import (
+    AnswerEvent,
+    AnswerResult,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    ReferencesEvent,
+    fold_answer,
+)
 from hanrag.errors import InvalidInputError
 from hanrag.llm.base import Turn
 
@@ -195,6 +203,19 @@ def _footnotes(citations: list[dict[str, Any]]) -> str:
     return "\n\n" + "\n".join(lines) if lines else ""
 
 
+def _table_markdown(table: dict[str, Any] | None) -> str:
+    """The table route's rows as a Markdown table, ahead of the answer text."""
+    if table is None:
+        return ""
+    from hanrag.tables.execute import QueryResult
+    from hanrag.tables.render import markdown_table
+
+    result = QueryResult(
+        columns=table["columns"], rows=table["rows"], truncated=table["truncated"], elapsed_ms=0.0
+    )
+    return f"**{table['title']}**\n\n{markdown_table(result)}\n\n"
+
+
 def _events(request: Request, body: ChatCompletionIn) -> AsyncIterator[AnswerEvent]:
     question, history, instructions = _split(body.messages)
     engine = get_engine(request)
@@ -238,7 +259,8 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
             return await fold_answer(await primed(_events(request, body)), on_event=observe)
 
         done = await with_timeout(request, collect())
-        answer = done.answer + (_footnotes(done.citations) if settings.api.openai_footnotes else "")
+        answer = _table_markdown(done.table) + done.answer
+        answer += _footnotes(done.citations) if settings.api.openai_footnotes else ""
         return JSONResponse(
             {
                 "id": completion_id,
@@ -250,6 +272,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
                 ],
                 "usage": _usage(done.usage),
                 "sources": done.citations,
+                **({"table": done.table} if done.table is not None else {}),
             }
         )
 
@@ -279,7 +302,9 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
         yield chunk({"role": "assistant", "content": ""})
         try:
             async for event in events:
-                if isinstance(event, DeltaEvent):
+                if isinstance(event, ReferencesEvent) and event.table is not None:
+                    yield chunk({"content": _table_markdown(event.table)})
+                elif isinstance(event, DeltaEvent):
                     yield chunk({"content": event.text})
                 elif isinstance(event, ErrorEvent):
                     yield error_chunk(event.message, event.code)
