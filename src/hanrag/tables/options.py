@@ -1,7 +1,7 @@
 """A SQL source from the flat options of ``hanrag source add-sql`` and ``POST /api/v1/sources``.
 
-``columns`` and ``exclude`` entries are ``COLUMN`` (every listed table) or ``TABLE.COLUMN``
-(that table only). The other per-table options apply to every listed table; ``tables``
+``columns`` and ``exclude`` entries, and the date, updated-at and ACL columns, are
+``COLUMN`` (every listed table) or ``TABLE.COLUMN`` (that table only). The other per-table options apply to every listed table; ``tables``
 may instead be given as full per-table objects (the fields of
 :class:`hanrag.tables.sources.TableConfig`), the flat options then being their defaults.
 """
@@ -134,9 +134,21 @@ def source_from_options(
         "acl_column": acl_column,
         "acl_template": acl_template or "{value}",
     }
+    per_table: dict[str, dict[str, Any]] = {t: {} for t in plain}
+    for key in ("date_column", "updated_at_column", "acl_column"):
+        value = defaults[key]
+        table, dot, column = (value or "").rpartition(".")
+        if dot:
+            if table not in per_table:
+                raise InvalidInputError(
+                    f"{key}: {value!r} names a table that is not listed", code="invalid_sql_source", field=key
+                )
+            per_table[table][key] = column
+            defaults[key] = None
     configs = [
         table_from_mapping(
-            {"name": t, "include": included.get(t) or None, "exclude": excluded.get(t, [])}, defaults
+            {"name": t, "include": included.get(t) or None, "exclude": excluded.get(t, []), **per_table[t]},
+            defaults,
         )
         for t in plain
     ]
