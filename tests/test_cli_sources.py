@@ -115,6 +115,14 @@ def test_bad_input_is_one_line_with_a_stable_code(data_dir: Path, databases: dic
             ["add-sql", "own", f"sqlite:///{data_dir / 'catalog.db'}", "--tables", "documents"],
             "sql_source_forbidden",
         ),
+        (
+            ["add-sql", "other", url, "--tables", "products", "--where", "id IN (SELECT id FROM customers)"],
+            "invalid_sql_source",
+        ),
+        (
+            ["add-sql", "other", url, "--tables", "products", "--where", "1=1; DELETE FROM products"],
+            "invalid_sql_source",
+        ),
         (["sync", "missing"], "sql_source_not_found"),
         (["show", "missing"], "sql_source_not_found"),
         (["remove", "missing"], "sql_source_not_found"),

@@ -221,6 +221,8 @@ class SourceService:
                             code="sql_no_primary_key",
                             field="tables",
                         )
+                    if config.where:
+                        check_where(conn.dialect.name, config.name, columns, config.where)
                 return account_can_write(conn, [t.name for t in source.tables])
         except SQLAlchemyError as exc:
             raise InvalidInputError(
@@ -317,6 +319,28 @@ class SourceService:
             "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None,
             "last_sync": row.last_sync,
         }
+
+
+def check_where(dialect_name: str, table: str, columns: set[str], where: str) -> None:
+    """A table's ``where`` goes into every sync and every table-route query on it: it must be a
+    plain condition on that table's own columns (the validator's rules: no subqueries into
+    other tables, no sleeping, file or writing functions)."""
+    from hanrag.tables.execute import sqlglot_dialect
+    from hanrag.tables.sql_guard import validate_select
+
+    try:
+        dialect = sqlglot_dialect(dialect_name)
+    except InvalidInputError:
+        return  # Oracle, SQL Server: synced only; the operator's condition runs as written
+    try:
+        validate_select(
+            f"SELECT 1 FROM {table} WHERE {where}",
+            dialect=dialect,
+            allowed={table.lower(): {c.lower() for c in columns}},
+            max_rows=1,
+        )
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"where: {exc.message}", code="invalid_sql_source", field="where") from None
 
 
 def schema_view(schema: TableSchema) -> dict[str, Any]:
