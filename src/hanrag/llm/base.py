@@ -9,12 +9,51 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hanrag.domain import Hit
+from hanrag.errors import BackendError
+
+
+class GeneratorError(BackendError):
+    """A model provider failed. ``status``: the HTTP status it answered, if any;
+    ``retry_after_s``: what a 429/503 asked the caller to wait; ``transient``: whether
+    trying again (or another provider) may help — connect errors, timeouts, 429, 5xx and a
+    stream cut before the first token are; a 4xx refusal or a malformed reply is not."""
+
+    code = "llm_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        transient: bool | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        if transient is None:
+            transient = self.code in ("llm_unavailable", "llm_timeout", "llm_stream_cut") or (
+                status is not None and (status == 429 or status >= 500)
+            )
+        self.transient = transient
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """An image a question carries, already checked (type, size, dimensions): each
+    provider adapter puts it into its own message format."""
+
+    mime_type: str  # image/png | image/jpeg | image/webp | image/gif
+    data: bytes
 
 
 @dataclass(slots=True)
 class Turn:
-    role: str  # "user" | "assistant"
+    role: str  # "system" | "user" | "assistant"
     content: str
+    # Images for a model that can see (the user turn of an image question).
+    images: list[ImageInput] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,6 +118,8 @@ class Generator(Protocol):
     name: str
     # True when the generator is a language model that can also serve the planner.
     is_llm: bool
+    # True when it accepts images in its messages (Turn.images).
+    can_see: bool
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]: ...
 

@@ -137,6 +137,7 @@ class _Candidate:
 class ExtractiveGenerator:
     name = "extractive"
     is_llm = False
+    can_see = False
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ def bundled_gguf() -> Path:
 
 class LlamaCppGenerator:
     is_llm = True
+    can_see = False
 
     def __init__(self, model_path: str = "", *, n_ctx: int = 4096, n_threads: int | None = None) -> None:
         self._model_path = model_path

@@ -14,16 +14,42 @@ from typing import Any
 
 import httpx
 
-from hanrag.errors import BackendError
-from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Turn, Usage
+from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, GeneratorError, Turn, Usage
+
+__all__ = ["GeneratorError", "OpenAICompatGenerator"]
 
 
-class GeneratorError(BackendError):
-    code = "llm_error"
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    import time
+
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def http_error(response: httpx.Response) -> GeneratorError:
+    return GeneratorError(
+        f"LLM server answered HTTP {response.status_code}",
+        code="llm_http_error",
+        status=response.status_code,
+        retry_after_s=retry_after(response.headers.get("retry-after")),
+    )
 
 
 class OpenAICompatGenerator:
     is_llm = True
+    can_see = False
 
     def __init__(
         self,
@@ -96,9 +122,7 @@ class OpenAICompatGenerator:
             ):
                 if response.status_code != 200:
                     await response.aread()
-                    raise GeneratorError(
-                        f"LLM server answered HTTP {response.status_code}", code="llm_http_error"
-                    )
+                    raise http_error(response)
                 async for line in response.aiter_lines():
                     line = line.strip()
                     if not line or line.startswith(":") or not line.startswith("data:"):
@@ -156,7 +180,7 @@ class OpenAICompatGenerator:
         except httpx.HTTPError as exc:
             raise self._error(exc) from exc
         if response.status_code != 200:
-            raise GeneratorError(f"LLM server answered HTTP {response.status_code}", code="llm_http_error")
+            raise http_error(response)
         try:
             return str(response.json()["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
