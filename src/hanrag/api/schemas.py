@@ -116,6 +116,8 @@ class AskOut(BaseModel):
     timings: dict[str, float]
     usage: dict[str, int | None] | None = None
     fallback: str | None = None
+    # The table route's result (title, source, sql, columns, rows, truncated, row_count, chart).
+    table: dict[str, Any] | None = None
 
 
 class SearchIn(BaseModel):

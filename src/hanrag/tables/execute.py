@@ -101,6 +101,21 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """Result column names made unique (``name``, ``name_2``...): a join such as
+    ``SELECT p.name, c.name`` must not lose a column where rows become objects."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
 @dataclass
 class QueryResult:
     """At most ``max_rows`` rows of JSON-safe values; ``truncated``: the query had more."""
@@ -288,7 +303,7 @@ def run_read_only(engine: Engine, sql: str, *, max_rows: int, timeout_s: float) 
                     execution_options={"no_parameters": True, "stream_results": guard is _postgresql},
                 )
                 rows_back = result.returns_rows  # False only for a write the database allowed
-                columns = list(map(str, result.keys())) if rows_back else []
+                columns = unique_names(list(map(str, result.keys()))) if rows_back else []
                 fetched = result.fetchmany(max_rows + 1) if rows_back else []
                 result.close()
         except SQLAlchemyError as exc:

@@ -83,7 +83,8 @@ async def ask(body: AskIn, request: Request) -> Any:
 
     result = await with_timeout(request, answer())
     out = AskOut.model_validate({**result.as_dict(), "references": result.references})
-    return JSONResponse(out.model_dump(mode="json"))
+    # "table" only on the table route, as in the stream's events.
+    return JSONResponse(out.model_dump(mode="json", exclude={"table"} if out.table is None else None))
 
 
 @router.post(
