@@ -229,7 +229,10 @@ class IngestPipeline:
             if sorted(existing.acl or []) != sorted(acl):
                 self.index.set_document_acl(document_id, acl)
                 status = "acl_updated"
-            self.catalog.upsert(document_id, size=file_size, mtime_ns=mtime_ns, acl=acl)
+            # Nothing to write when nothing changed (a full SQL sync re-reads every row: the
+            # write was half of an unchanged row's cost).
+            if status != "unchanged" or (file_size, mtime_ns) != (existing.size, existing.mtime_ns):
+                self.catalog.upsert(document_id, size=file_size, mtime_ns=mtime_ns, acl=acl)
             return FileOutcome(
                 source, status, document_id, existing.chunk_count, seconds=time.perf_counter() - started
             )

@@ -1,4 +1,4 @@
-"""Job port: a queue that runs ask and ingest jobs at least once, and a store of their state.
+"""Job port: a queue that runs ask, ingest and SQL-sync jobs at least once, and a store of their state.
 
 Both adapters (in-process asyncio, Redis via arq) share the same semantics:
 at-least-once execution with idempotent effects, retries with backoff for
@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 STATES = ("queued", "running", "paused", "succeeded", "failed", "dead", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "dead", "cancelled")
-KINDS = ("ask", "ingest")
+# sql_sync: one SQL source synced (payload {"source", "full"}), see hanrag.jobs.sql_sync.
+KINDS = ("ask", "ingest", "sql_sync")
 
 
 def now_iso() -> str:

@@ -144,6 +144,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     from arq.worker import Worker, func
 
     from hanrag.engine import Engine
+    from hanrag.jobs.scheduler import scheduler_for
 
     async def startup(ctx: dict[str, Any]) -> None:
         engine = Engine(settings)
@@ -151,8 +152,19 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         ctx["store"] = store_for(settings)
         # Before taking jobs, so that the first job's time limit does not pay for loading.
         await asyncio.to_thread(engine.warm_up)
+        # The due SQL sources' syncs are queued from every worker too (tables.scheduler):
+        # each due sync is claimed by one process only (see hanrag.jobs.scheduler).
+        queue = RedisQueue(engine)
+        ctx["scheduler_queue"] = queue
+        ctx["scheduler"] = scheduler_for(engine, queue)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        scheduler = ctx.get("scheduler")
+        if scheduler is not None:
+            await scheduler.stop()
+        queue = ctx.get("scheduler_queue")
+        if queue is not None:
+            await queue.stop()
         engine = ctx.get("engine")
         if engine is not None:
             engine.close()

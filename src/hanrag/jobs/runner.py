@@ -30,6 +30,8 @@ from hanrag.errors import (
 )
 from hanrag.jobs.base import FINAL_STATES, JobRecord, JobStore, now_iso
 from hanrag.jobs.callbacks import deliver
+from hanrag.jobs.sql_sync import KIND as SQL_SYNC
+from hanrag.jobs.sql_sync import run_sql_sync
 
 if TYPE_CHECKING:
     from hanrag.engine import Engine
@@ -263,6 +265,17 @@ async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[st
     }
 
 
+def _attempt(
+    engine: Engine, store: JobStore, record: JobRecord
+) -> Coroutine[Any, Any, dict[str, Any] | _Paused | None]:
+    """The work of one attempt, by the job's kind."""
+    if record.kind == "ask":
+        return _until_cancelled(store, record.id, _ask(engine, record), engine.settings.jobs.cancel_poll_s)
+    if record.kind == SQL_SYNC:
+        return run_sql_sync(engine, store, record, caller_of(record))
+    return _ingest(engine, store, record)
+
+
 def _discarding_upload_batch(
     run: Callable[..., Coroutine[Any, Any, None]],
 ) -> Callable[..., Coroutine[Any, Any, JobRecord | None]]:
@@ -323,11 +336,7 @@ async def run_job(
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
-            result = await (
-                _until_cancelled(store, job_id, _ask(engine, record), engine.settings.jobs.cancel_poll_s)
-                if record.kind == "ask"
-                else _ingest(engine, store, record)
-            )
+            result = await _attempt(engine, store, record)
     except _PERMANENT as exc:
         failed = await _end(engine, store, record, "failed", error={"code": exc.code, "message": exc.message})
         if failed is not None:

@@ -266,7 +266,7 @@ class SqlWatermarkRow(Base):
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
     table_name: Mapped[str] = mapped_column(String(200), primary_key=True)
     mode: Mapped[str] = mapped_column(String(16), nullable=False)
-    value: Mapped[Any] = mapped_column(JSON)
+    value: Mapped[Any | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow
     )

@@ -27,9 +27,9 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table, func, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 
-from hanrag.errors import HanragError, InvalidInputError
+from hanrag.errors import BackendError, HanragError, InvalidInputError
 from hanrag.ingest.model import FileOutcome
 from hanrag.ingest.pipeline import IngestPipeline
 from hanrag.store.sql_sources import SqlSourceStore
@@ -46,6 +46,11 @@ class TableReport:
     rows: int = 0
     watermark: Any = None
 
+
+# Row failures that say a backend is down (the row itself is fine): the sync stops there.
+TRANSIENT_ROW_CODES = frozenset(
+    {"embedding_backend_unavailable", "embedding_backend_error", "index_unavailable", "backend_error"}
+)
 
 # Outcomes kept in a report beyond the counts: a full sync of a large table must not hold one
 # object per unchanged row.
@@ -250,17 +255,20 @@ def _sync_table(
                 report.add(FileOutcome(where, "failed", error_code=exc.code, error=exc.message))
                 continue
             seen.add(doc.document_id)
-            report.add(
-                pipeline.ingest_bytes(
-                    doc.text.encode("utf-8"),
-                    doc.filename,
-                    source=doc.source,
-                    source_type=SOURCE_TYPE,
-                    acl=doc.acl,
-                    date_override=doc.date,
-                    metadata=doc.metadata,
-                )
+            outcome = pipeline.ingest_bytes(
+                doc.text.encode("utf-8"),
+                doc.filename,
+                source=doc.source,
+                source_type=SOURCE_TYPE,
+                acl=doc.acl,
+                date_override=doc.date,
+                metadata=doc.metadata,
             )
+            if outcome.status == "failed" and outcome.error_code in TRANSIENT_ROW_CODES:
+                # The embedding server or the index is down, not the row: stop before the
+                # watermark passes this batch, so that the next sync (a job's retry) does it again.
+                raise BackendError(outcome.error or "a backend failed", code=outcome.error_code)
+            report.add(outcome)
         # Rows come in watermark order: everything up to here is done, even if a later
         # batch fails or the sync is stopped.
         if mark_column is not None and table_report.watermark is not None:
@@ -328,6 +336,12 @@ def sync_source(
                 if not finished:
                     report.cancelled = True
                     break
+    except (OperationalError, InterfaceError, DisconnectionError) as exc:
+        # The database is unreachable or went away: worth a retry (a job retries it).
+        raise BackendError(
+            f"SQL source {source.name} ({source.display_url}) is unavailable: {type(exc).__name__}",
+            code="sql_source_unavailable",
+        ) from None
     except SQLAlchemyError as exc:
         raise InvalidInputError(
             f"SQL source {source.name} ({source.display_url}): {type(exc).__name__}",
@@ -335,7 +349,9 @@ def sync_source(
         ) from None
     finally:
         engine.dispose()
-        pipeline.index.refresh()
+        # A sync that wrote nothing leaves the index as it was (refreshing would load it).
+        if any(report.counts.get(k) for k in ("added", "updated", "removed", "acl_updated")):
+            pipeline.index.refresh()
     log.info(
         "SQL source synced",
         extra={"sql_source": source.name, "url": source.display_url, "full": full, **report.counts},

@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -223,7 +223,7 @@ async def ask_job(request: Request) -> Any:
     # request's own form stays in "filters", as the job's readers have always seen it.
     payload = body.model_dump(mode="json", exclude=_NOT_PAYLOAD)
     payload["search_filters"] = filters.as_payload()
-    return await _accept(request, "ask", body, payload=payload, correlation=correlation)
+    return await accept_job(request, "ask", body, payload=payload, correlation=correlation)
 
 
 def server_path(raw: str, roots: list[Path]) -> Path:
@@ -272,18 +272,32 @@ async def ingest_job(request: Request, _editor: Annotated[Identity, require("edi
         exclude=body.exclude,
         acl=None if body.acl is None else check_grant(caller.principals, body.acl),
     )
-    return await _accept(request, "ingest", body, payload=wanted.as_payload(), correlation=correlation)
+    return await accept_job(request, "ingest", body, payload=wanted.as_payload(), correlation=correlation)
 
 
-async def _accept(
+class JobBody(Protocol):
+    """The fields every job request has: where and how to call back, the caller's data."""
+
+    @property
+    def callback_url(self) -> AnyHttpUrl | None: ...
+
+    @property
+    def callback_headers(self) -> dict[str, str]: ...
+
+    @property
+    def client_data(self) -> dict[str, Any] | None: ...
+
+
+async def accept_job(
     request: Request,
     kind: str,
-    body: AskJobIn | IngestJobIn,
+    body: JobBody,
     *,
     payload: dict[str, Any],
     correlation: dict[str, Any],
 ) -> JSONResponse:
-    """Queue a job for the caller and answer 202 with its id."""
+    """Queue a job for the caller and answer 202 with its id (every job route, the SQL
+    sources' sync included)."""
     caller = current_caller(request)
     # A refused callback destination or header is a 400 now, not a failed delivery later;
     # the URL is stored as checked (runs of "/" in its path collapsed).
