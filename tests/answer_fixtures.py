@@ -26,6 +26,9 @@ from typing import Any
 
 from hanrag.embed.cache import EmbeddingCache
 from hanrag.engine import Engine
+from hanrag.llm.base import Generator
+from hanrag.llm.factory import build_generators, generation_options
+from hanrag.llm.registry import ProviderRegistry
 from hanrag.settings import Settings
 
 Reply = Callable[["_Handler", dict[str, Any]], None]
@@ -127,6 +130,21 @@ def status(code: int, text: str = '{"error": {"message": "boom"}}') -> Reply:
         data = text.encode()
         handler.send_response(code)
         handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return reply
+
+
+def retry_after(code: int, seconds: str) -> Reply:
+    """An HTTP error (429, 503) asking the client to wait: ``Retry-After: <seconds>``."""
+
+    def reply(handler: _Handler, body: dict[str, Any]) -> None:
+        data = b'{"error": {"message": "slow down"}}'
+        handler.send_response(code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Retry-After", seconds)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
@@ -304,3 +322,35 @@ def seed_embedding_cache(shared_cache_path: Path, data_dir: Path) -> None:
         closing(sqlite3.connect(data_dir / "embed-cache.db")) as target,
     ):
         source.backup(target)
+
+
+# ---------------------------------------------------------------- providers
+
+
+def provider_config(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    """One ``llm.providers`` entry for an OpenAI-compatible server (model ``<name>-model``)."""
+    return {
+        "name": name,
+        "kind": "openai",
+        "base_url": url,
+        "model": f"{name}-model",
+        "timeout_s": 5.0,
+        "connect_timeout_s": 1.0,
+        **extra,
+    }
+
+
+def routed_generators(
+    data_dir: Path,
+    providers: list[dict[str, Any]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    **llm: Any,
+) -> tuple[dict[str, Generator], ProviderRegistry]:
+    """The per-role generators over a registry of ``providers`` (short retry backoff, one
+    retry unless ``llm`` says otherwise), and the registry (breakers, statistics)."""
+    settings = Settings(
+        data_dir=data_dir, llm={"providers": providers, "retry_base_s": 0.01, "retries": 1, **llm}
+    )
+    registry = ProviderRegistry(settings, generation_options(settings), clock=clock)
+    return build_generators(settings, registry), registry

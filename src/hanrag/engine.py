@@ -36,9 +36,11 @@ from hanrag.store.sessions import SessionStore
 
 if TYPE_CHECKING:
     from hanrag.answer.engine import AnswerEngine, AskOptions
+    from hanrag.answer.prompts import PromptSet
     from hanrag.auth.audit import AuditLog
     from hanrag.auth.service import AuthService
     from hanrag.llm.base import GenerationOptions, Generator
+    from hanrag.llm.registry import ProviderRegistry
     from hanrag.tables.service import SourceService
 
 log = logging.getLogger("hanrag.engine")
@@ -136,11 +138,60 @@ class Engine:
                 audit=lambda: self.audit,
             )
 
+    def _llm_parts(self) -> tuple[ProviderRegistry, dict[str, Generator]]:
+        """The provider registry and the per-role generators, built once per ``llm``
+        settings: tools and tests point an engine at another server by changing
+        ``settings.llm`` and dropping the cached ``generator`` and ``answers``, which then
+        get a registry of their own (fresh breakers included)."""
+        from hanrag.llm.factory import build_generators, build_registry
+
+        with self._build_lock:
+            llm = self.settings.llm
+            parts = self.__dict__.get("_llm_built")
+            if parts is None or parts[0] != llm:
+                registry = build_registry(self.settings)
+                parts = (llm.model_copy(deep=True), registry, build_generators(self.settings, registry))
+                self.__dict__["_llm_built"] = parts
+            return parts[1], parts[2]
+
+    @property
+    def llm_registry(self) -> ProviderRegistry:
+        """The model providers (``llm.providers``, or the one the single-provider fields
+        describe), each with its circuit breaker and live statistics."""
+        return self._llm_parts()[0]
+
+    @property
+    def generators(self) -> dict[str, Generator]:
+        """role (answer, planner, sql, vision, judge) -> its generator over the registry;
+        ``answer`` is always there (extractive when no provider serves it)."""
+        return self._llm_parts()[1]
+
     @cached_property
     def generator(self) -> Generator:
-        from hanrag.llm.factory import build_generator
+        """The answer role's generator."""
+        return self.generators["answer"]
 
-        return build_generator(self.settings)
+    def model_status(self) -> dict[str, Any]:
+        """The embedding model, the answer generator, and every provider with its breaker
+        state and statistics and the roles it serves; no API key nor URL credentials (any
+        authenticated caller may read it)."""
+        from hanrag.llm.factory import ROLES
+
+        registry = self.llm_registry
+        return {
+            "embedder": self.shared_embedder.status().as_dict(),
+            "generator": self.generator.status(),
+            **registry.status(),
+            "roles": {role: [p.name for p in registry.for_role(role)] for role in ROLES},
+        }
+
+    @cached_property
+    def prompts(self) -> PromptSet:
+        """The operator's prompts over the Korean defaults, checked once (a bad file is a
+        ConfigError here, which ``serve`` and ``worker`` reach before taking work)."""
+        from hanrag.answer.prompts import load_prompts
+
+        return load_prompts(self.settings.prompts)
 
     @cached_property
     def answers(self) -> AnswerEngine:
@@ -153,6 +204,8 @@ class Engine:
 
         settings = self.settings
         generator = self.generator
+        # The planner's own (cheaper) provider when one is set; none: rule-based plans only.
+        planner = self.generators.get("planner") if settings.llm.planner else None
         # What answers when the language model fails before its first token.
         extractive = (
             generator
@@ -174,7 +227,7 @@ class Engine:
             count_tokens=lambda text: self.shared_embedder.count_tokens(text),
             metadata_keys=lambda principals: self.index.metadata_keys(principals),
             generator=generator,
-            planner=Planner(generator),
+            planner=Planner(planner, prompts=self.prompts),
             extractive=extractive,
             settings=settings.answer,
             generation_options=self.generation_options,
@@ -183,7 +236,10 @@ class Engine:
             # which takes one writer at a time anyway (more threads would only wait on its lock
             # while taking CPU from the retrieval of newer questions), a few for a server database.
             writer_threads=1 if settings.resolved_catalog_url.startswith("sqlite") else 4,
-            tables=TableRoute(self.sources.queryable, settings.tables),
+            tables=TableRoute(self.sources.queryable, settings.tables, prompts=self.prompts),
+            # The table route's SQL comes from the sql role (the answer's when none serves it).
+            sql_generator=self.generators.get("sql"),
+            prompts=self.prompts,
         )
 
     def generation_options(self) -> GenerationOptions:

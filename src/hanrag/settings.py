@@ -199,11 +199,25 @@ class LLMSettings(BaseModel):
     ensemble_timeout_s: float = Field(60.0, gt=0)
 
 
+class ImageSettings(BaseModel):
+    """Images in questions (P11): checked before any model sees them."""
+
+    max_images: int = Field(2, ge=1, le=8)
+    max_mb: float = Field(10.0, gt=0, le=50)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_side: int = Field(12_000, ge=1)
+    # Hosts image URLs may be fetched from (netpolicy rules); empty: URLs are refused.
+    url_allow: list[str] = Field(default_factory=list)
+    url_timeout_s: float = Field(10.0, gt=0)
+
+
 class PromptSettings(BaseModel):
     """Operator prompts (P11): Jinja2 files replacing the Korean defaults of
     ``hanrag.answer.prompts``, by prompt name; checked at start-up."""
 
     files: dict[str, Path] = Field(default_factory=dict)
+    # A directory whose ``<prompt name>.j2`` files replace those prompts (``files`` wins).
+    dir: Path | None = None
 
 
 class AnswerSettings(BaseModel):
@@ -391,6 +405,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     tables: TableSettings = Field(default_factory=TableSettings)
     prompts: PromptSettings = Field(default_factory=PromptSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
     # Redis for state shared by several server processes (rate limits) and the job queue.
     redis_url: str = ""
 

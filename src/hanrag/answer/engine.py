@@ -33,6 +33,7 @@ from hanrag.answer.prompts import (
     EXTRACTIVE_REPLIES,
     FALLBACK_NOTICE,
     TABLE_NEEDS_MODEL_NOTICE,
+    PromptSet,
     answer_messages,
     table_answer_messages,
 )
@@ -137,6 +138,8 @@ class AnswerEngine:
         fallback_to_extractive: bool = True,
         writer_threads: int = 1,
         tables: TableRoute | None = None,
+        prompts: PromptSet | None = None,
+        sql_generator: Generator | None = None,
     ) -> None:
         """``search`` finds the passages, ``sessions`` and ``audit`` keep what an answer leaves
         behind, ``count_tokens`` measures the context budget, ``metadata_keys`` (the keys the
@@ -144,7 +147,9 @@ class AnswerEngine:
         ``generator`` fails before its first token and ``fallback_to_extractive`` allows it
         (it may be ``generator`` itself). ``generation_options`` gives the default sampling
         options; ``writer_threads`` store what answers leave behind. ``tables`` answers the
-        questions the planner routes to ``table`` (none: they are answered from documents)."""
+        questions the planner routes to ``table`` (none: they are answered from documents).
+        ``prompts``: the operator's prompts (none: the Korean defaults). ``sql_generator`` writes
+        the table route's SQL (none: ``generator``)."""
         self.search = search
         self.sessions = sessions
         self.audit = audit
@@ -157,6 +162,8 @@ class AnswerEngine:
         self.fallback_to_extractive = fallback_to_extractive
         self._extractive = extractive
         self.tables = tables
+        self.sql_generator = sql_generator
+        self.prompts = prompts
         self._writers = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hanrag-turns")
 
     def close(self) -> None:
@@ -380,6 +387,7 @@ class AnswerEngine:
 
         rag = options.rag and plan.route != "none"
         given = sources if options.rag else []
+        today = (options.today or date.today()).isoformat()
         messages = (
             table_answer_messages(
                 plan.question,
@@ -387,9 +395,13 @@ class AnswerEngine:
                 table.rows_markdown(self.tables.settings.prompt_rows if self.tables else 30),
                 history,
                 options.instructions,
+                today=today,
+                prompts=self.prompts,
             )
             if table
-            else answer_messages(plan.question, given, history, rag, options.instructions)
+            else answer_messages(
+                plan.question, given, history, rag, options.instructions, today=today, prompts=self.prompts
+            )
         )
         request = GenerationRequest(
             question=plan.question,
@@ -506,7 +518,8 @@ class AnswerEngine:
         if not await asyncio.to_thread(self.tables.available, scope):
             plan.notes.append("no table the asker may query; answered from documents")
             return None, None
-        if not self.generator.is_llm:
+        sql_generator = self.sql_generator or self.generator
+        if not sql_generator.is_llm:
             return None, TABLE_NEEDS_MODEL_NOTICE
         from hanrag.answer.table_route import TableRouteError
 
@@ -514,7 +527,7 @@ class AnswerEngine:
             table = await self.tables.answer(
                 plan.question,
                 principals=scope,
-                generator=self.generator,
+                generator=sql_generator,
                 history=history,
                 today=options.today or date.today(),
             )

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
-from hanrag.answer.prompts import planner_messages
+from hanrag.answer.prompts import PromptSet, planner_messages
 from hanrag.errors import HanragError
 from hanrag.korean.analyzer import morpheme_tokens, tagged
 from hanrag.korean.dates import DateRange, parse_date_range
@@ -130,14 +130,16 @@ def parse_planner_output(text: str, original: str) -> Plan:
 
 
 class Planner:
-    def __init__(self, llm: Generator | None, *, attempts: int = 3) -> None:
+    def __init__(self, llm: Generator | None, *, attempts: int = 3, prompts: PromptSet | None = None) -> None:
+        """``prompts``: the operator's prompts (none: the Korean defaults)."""
         self.llm = llm if llm is not None and llm.is_llm else None
         self.attempts = attempts
+        self.prompts = prompts
 
     async def plan(self, question: str, history: list[Turn], today: date) -> Plan:
         if self.llm is None:
             return rule_plan(question, history, today)
-        messages = planner_messages(question, history, today.isoformat())
+        messages = planner_messages(question, history, today.isoformat(), prompts=self.prompts)
         options = GenerationOptions(max_tokens=200, temperature=0.0)
         problem = ""
         for attempt in range(1, self.attempts + 1):

@@ -31,6 +31,7 @@ from hanrag.answer.prompts import (
     TABLE_ROWS_ANSWER,
     TABLE_TITLE,
     TABLE_VALUE_ANSWER,
+    PromptSet,
     table_sql_messages,
 )
 from hanrag.errors import HanragError, InvalidInputError
@@ -115,10 +116,12 @@ def chart_title(question: str) -> str:
 
 
 class TableRoute:
-    def __init__(self, grants: Grants, settings: TableSettings) -> None:
-        """``grants``: the sources and tables a caller's principals may query."""
+    def __init__(self, grants: Grants, settings: TableSettings, *, prompts: PromptSet | None = None) -> None:
+        """``grants``: the sources and tables a caller's principals may query; ``prompts``:
+        the operator's prompts (none: the Korean defaults)."""
         self.grants = grants
         self.settings = settings
+        self.prompts = prompts
         self._lock = threading.Lock()
         self._engines: dict[tuple[str, str], Engine] = {}
         self._schemas: dict[tuple[str, str], tuple[float, list[TableSchema]]] = {}
@@ -192,8 +195,9 @@ class TableRoute:
                     code="sql_source_unknown",
                     field="sql",
                 )
+        # One row past the cap, so that the runner can tell the result was cut (``truncated``).
         checked = validate_select(
-            sql, dialect=target.dialect, allowed=target.allowed(), max_rows=self.settings.max_rows
+            sql, dialect=target.dialect, allowed=target.allowed(), max_rows=self.settings.max_rows + 1
         )
         return target, restrict_rows(checked, target.dialect, target.row_conditions(principals))
 
@@ -227,7 +231,9 @@ class TableRoute:
         retry: tuple[str, str] | None = None
         problem = ""
         for attempt in (1, 2):
-            messages = table_sql_messages(question, summary, today.isoformat(), history, retry)
+            messages = table_sql_messages(
+                question, summary, today.isoformat(), history, retry, prompts=self.prompts
+            )
             llm_started = time.perf_counter()
             reply = await generator.complete(messages, options)
             timings["table_sql_llm_ms"] = timings.get("table_sql_llm_ms", 0.0) + round(

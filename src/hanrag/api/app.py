@@ -167,18 +167,25 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = engine or Engine(settings)
+        # The operator's prompt files are checked now: a bad one stops the start, not a question.
+        app.state.prompts = app.state.engine.prompts
         app.state.settings = settings
         app.state.rate_limiter = RateLimiter(settings.auth.rate_limit_per_minute, settings.redis_url)
         from hanrag.jobs.factory import build_queue
+        from hanrag.jobs.scheduler import scheduler_for
 
         if owns_engine:
             # Each server process is ready (models loaded) before it takes its first request.
             await asyncio.to_thread(app.state.engine.warm_up)
         app.state.jobs = build_queue(app.state.engine)
         await app.state.jobs.start()
+        # Queues the due SQL sources' syncs (tables.scheduler); safe in every process.
+        scheduler = app.state.scheduler = scheduler_for(app.state.engine, app.state.jobs)
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             await app.state.jobs.stop()
             if owns_engine:
                 app.state.engine.close()
@@ -206,15 +213,29 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_exception_handler(Exception, unhandled_error_handler)
 
     from hanrag.api import auth
-    from hanrag.api.routers import admin, documents, health, jobs, legacy, native, openai_compat, sessions
+    from hanrag.api.routers import (
+        admin,
+        documents,
+        health,
+        jobs,
+        legacy,
+        models,
+        native,
+        openai_compat,
+        sessions,
+        sources,
+    )
 
     app.include_router(health.router)
     app.include_router(auth.router, prefix="/api/v1")
+    # Before native: its /models/status (embedder and generator only) is superseded.
+    app.include_router(models.router, prefix="/api/v1")
     app.include_router(admin.router, prefix="/api/v1")
     app.include_router(native.router, prefix="/api/v1")
     app.include_router(documents.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
+    app.include_router(sources.router, prefix="/api/v1")
     app.include_router(openai_compat.router, prefix="/v1")
     app.include_router(legacy.router)
 

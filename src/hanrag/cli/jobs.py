@@ -136,6 +136,9 @@ def worker(
             )
 
         run(refuse)
+    from hanrag.answer.prompts import load_prompts
+
+    run(lambda: load_prompts(loaded.prompts))  # a bad operator prompt file: refused before taking jobs
     run_worker(loaded, burst=burst)
 
 

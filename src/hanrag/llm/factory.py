@@ -1,9 +1,21 @@
-"""Builds the generator named in settings."""
+"""Builds the generators named in settings: one per role, over the provider registry.
+
+Each role (answer, planner, vision, judge, sql) gets a :class:`RoutedGenerator` over the
+providers that serve it (roles with the same providers share one); they share the
+registry's handles, so a provider that is down for the planner is known to be down for the
+answer too. A role served only by the
+extractive generator gets that generator itself (nothing to route, and the answer engine
+recognises it as its own fallback). The answer role always exists: without a provider
+for it, questions are answered extractively.
+"""
 
 from __future__ import annotations
 
 from hanrag.llm.base import GenerationOptions, Generator
+from hanrag.llm.registry import ProviderRegistry
 from hanrag.settings import Settings
+
+ROLES = ("answer", "planner", "vision", "judge", "sql")
 
 
 def generation_options(settings: Settings) -> GenerationOptions:
@@ -18,26 +30,51 @@ def generation_options(settings: Settings) -> GenerationOptions:
     )
 
 
-def build_generator(settings: Settings) -> Generator:
+def build_registry(settings: Settings) -> ProviderRegistry:
+    return ProviderRegistry(settings, generation_options(settings))
+
+
+def build_generators(settings: Settings, registry: ProviderRegistry | None = None) -> dict[str, Generator]:
+    """role -> its generator, for every role some provider serves (and always ``answer``)."""
+    from hanrag.llm.router import RoutedGenerator
+
+    registry = registry or build_registry(settings)
     llm = settings.llm
-    if llm.backend == "openai":
-        from hanrag.llm.openai_compat import OpenAICompatGenerator
+    # Roles served by the same providers share one router: the legacy provider's answer,
+    # planner and sql calls go through one object, as they went through one generator.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for role in ROLES:
+        names = tuple(p.name for p in registry.for_role(role))
+        if names:
+            groups.setdefault(names, []).append(role)
+    generators: dict[str, Generator] = {}
+    for names, roles in groups.items():
+        providers = [p for p in registry.providers if p.name in names]
+        generator: Generator
+        if len(providers) == 1 and not providers[0].is_llm:
+            generator = providers[0].generator
+        else:
+            generator = RoutedGenerator(
+                "+".join(roles),
+                providers,
+                strategy=llm.strategy,
+                retries=registry.retries,
+                retry_base_s=llm.retry_base_s,
+                retry_max_s=llm.retry_max_s,
+                queue_wait_s=llm.queue_wait_s,
+            )
+        for role in roles:
+            generators[role] = generator
+    if "answer" not in generators:
+        from hanrag.llm.extractive import ExtractiveGenerator
 
-        return OpenAICompatGenerator(
-            base_url=llm.base_url,
-            model=llm.model,
-            api_key=llm.api_key.get_secret_value() if llm.api_key else None,
-            connect_timeout_s=llm.connect_timeout_s,
-            read_timeout_s=llm.read_timeout_s,
-            defaults=generation_options(settings),
+        generators["answer"] = ExtractiveGenerator(
+            max_sentences=settings.answer.extractive_sentences,
+            analysis_cache_size=settings.answer.extractive_cache_passages,
         )
-    if llm.backend == "llama_cpp":
-        from hanrag.llm.llama_cpp import LlamaCppGenerator
+    return generators
 
-        return LlamaCppGenerator(llm.model_path, n_ctx=llm.n_ctx, n_threads=llm.n_threads)
-    from hanrag.llm.extractive import ExtractiveGenerator
 
-    return ExtractiveGenerator(
-        max_sentences=settings.answer.extractive_sentences,
-        analysis_cache_size=settings.answer.extractive_cache_passages,
-    )
+def build_generator(settings: Settings) -> Generator:
+    """The answer role's generator."""
+    return build_generators(settings)["answer"]

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, GeneratorError, Turn, Usage
+from hanrag.netpolicy import tls_context
 
 __all__ = ["GeneratorError", "OpenAICompatGenerator"]
 
@@ -117,7 +118,9 @@ class OpenAICompatGenerator:
         finished = False
         try:
             async with (
-                httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client,
+                httpx.AsyncClient(
+                    timeout=self._timeout, headers=self._headers, verify=tls_context()
+                ) as client,
                 client.stream("POST", f"{self.base_url}/chat/completions", json=body) as response,
             ):
                 if response.status_code != 200:
@@ -175,7 +178,9 @@ class OpenAICompatGenerator:
     async def complete(self, messages: list[Turn], options: GenerationOptions) -> str:
         body = self._body(messages, options, self.name, stream=False)
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, headers=self._headers, verify=tls_context()
+            ) as client:
                 response = await client.post(f"{self.base_url}/chat/completions", json=body)
         except httpx.HTTPError as exc:
             raise self._error(exc) from exc

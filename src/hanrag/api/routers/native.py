@@ -101,12 +101,3 @@ async def search(body: SearchIn, request: Request, caller: CallerDep) -> Any:
     )
     # Exactly the object `hanrag search --json` prints (the model above documents it).
     return JSONResponse(result.as_dict())
-
-
-@router.get("/models/status", summary="Embedding model and generator status")
-async def models_status(request: Request) -> dict[str, Any]:
-    engine = get_engine(request)
-    return {
-        "embedder": engine.shared_embedder.status().as_dict(),
-        "generator": engine.generator.status(),
-    }
