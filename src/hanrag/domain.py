@@ -176,6 +176,8 @@ class AnswerResult:
     generator: str | None = None  # the generator that wrote the answer (after any fallback)
     # The table route's result (P10): title, source, SQL, columns, rows, chart; None otherwise.
     table: dict[str, Any] | None = None
+    # Ensemble mode (P11): the chosen provider, the consensus score, each candidate's score.
+    ensemble: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = {
@@ -188,6 +190,8 @@ class AnswerResult:
         }
         if self.table is not None:
             data["table"] = self.table
+        if self.ensemble is not None:
+            data["ensemble"] = self.ensemble
         return data
 
 
@@ -245,6 +249,7 @@ class DoneEvent:
             "fallback": r.fallback,
             "generator": r.generator,
             **({"table": r.table} if r.table is not None else {}),
+            **({"ensemble": r.ensemble} if r.ensemble is not None else {}),
         }
 
 

@@ -240,7 +240,18 @@ class Engine:
             # The table route's SQL comes from the sql role (the answer's when none serves it).
             sql_generator=self.generators.get("sql"),
             prompts=self.prompts,
+            vision=self.generators.get("vision"),
+            ensemble_members=self.ensemble_members,
+            mode=settings.llm.mode,
+            ensemble_timeout_s=settings.llm.ensemble_timeout_s,
         )
+
+    def ensemble_members(self) -> list[tuple[str, Generator]]:
+        """The answer providers that answer side by side in ensemble mode (at most
+        ``llm.ensemble_size``, in priority order), each behind its own breaker and slots."""
+        from hanrag.llm.factory import member_generators
+
+        return member_generators(self.settings, self.llm_registry, "answer", self.settings.llm.ensemble_size)
 
     def generation_options(self) -> GenerationOptions:
         from hanrag.llm.factory import generation_options

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from hanrag.answer.model import AskOptions, SearchFunction, cited_numbers, reference_of
 from hanrag.answer.planner import Plan, Planner, retrieval_query
 from hanrag.answer.prompts import (
     EXTRACTIVE_REPLIES,
@@ -46,9 +45,7 @@ from hanrag.domain import (
     Hit,
     ReferencesEvent,
     SearchFilters,
-    SearchResult,
     fold_answer,
-    from_epoch,
     to_epoch,
 )
 from hanrag.errors import HanragError, InvalidInputError
@@ -61,64 +58,6 @@ if TYPE_CHECKING:
     from hanrag.auth.audit import AuditLog
     from hanrag.settings import AnswerSettings
     from hanrag.store.sessions import SessionStore
-
-_CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-
-
-class SearchFunction(Protocol):
-    """Hybrid search within ``filters``, whose principals the answer engine sets itself
-    (the retriever's search)."""
-
-    def __call__(
-        self, query: str, *, k: int | None = None, filters: SearchFilters | None = None
-    ) -> SearchResult: ...
-
-
-@dataclass(slots=True)
-class AskOptions:
-    rag: bool = True
-    k: int | None = None
-    stream_generation: GenerationOptions | None = None
-    # Legacy clients name their own room ids: create the session instead of refusing it.
-    create_missing_session: bool = False
-    today: date | None = None
-    # Memory given by the caller (OpenAI-style clients send the whole conversation);
-    # such turns are not stored, the client keeps its own history.
-    history: list[Turn] | None = None
-    # The operator's instructions (an OpenAI-style system message): given to a language
-    # model after the grounding rules, which they cannot lift; the extractive one ignores them.
-    instructions: str | None = None
-    # Who the end user is by the client's own account (OpenAI's "user"), for the audit log.
-    end_user: str | None = None
-
-
-def reference_of(source: Source) -> dict[str, Any]:
-    chunk = source.hit.chunk
-    snippet = source.text if len(source.text) <= 300 else source.text[:300].rstrip() + "…"
-    return {
-        "n": source.n,
-        "chunk_id": chunk.chunk_id,
-        "document_id": chunk.document_id,
-        "source": chunk.source,
-        "file_name": Path(chunk.source).name,
-        "title": chunk.title,
-        "page": chunk.page,
-        "sheet": chunk.sheet,
-        "date": from_epoch(chunk.date).date().isoformat(),
-        "score": round(source.hit.score, 6),
-        "snippet": snippet,
-        "text": source.text,
-    }
-
-
-def cited_numbers(answer: str) -> list[int]:
-    numbers: list[int] = []
-    for group in _CITATION.findall(answer):
-        for part in group.split(","):
-            n = int(part.strip())
-            if n not in numbers:
-                numbers.append(n)
-    return numbers
 
 
 class AnswerEngine:
@@ -140,6 +79,10 @@ class AnswerEngine:
         tables: TableRoute | None = None,
         prompts: PromptSet | None = None,
         sql_generator: Generator | None = None,
+        vision: Generator | None = None,
+        ensemble_members: Callable[[], list[tuple[str, Generator]]] | None = None,
+        mode: str = "single",
+        ensemble_timeout_s: float = 60.0,
     ) -> None:
         """``search`` finds the passages, ``sessions`` and ``audit`` keep what an answer leaves
         behind, ``count_tokens`` measures the context budget, ``metadata_keys`` (the keys the
@@ -149,7 +92,9 @@ class AnswerEngine:
         options; ``writer_threads`` store what answers leave behind. ``tables`` answers the
         questions the planner routes to ``table`` (none: they are answered from documents).
         ``prompts``: the operator's prompts (none: the Korean defaults). ``sql_generator`` writes
-        the table route's SQL (none: ``generator``)."""
+        the table route's SQL (none: ``generator``). ``vision`` describes a question's images
+        (none: image questions are refused); ``ensemble_members`` are the providers that answer
+        in ensemble mode (``mode``, or a request's own), each within ``ensemble_timeout_s``."""
         self.search = search
         self.sessions = sessions
         self.audit = audit
@@ -163,6 +108,10 @@ class AnswerEngine:
         self._extractive = extractive
         self.tables = tables
         self.sql_generator = sql_generator
+        self.vision = vision
+        self.ensemble_members = ensemble_members
+        self.mode = mode
+        self.ensemble_timeout_s = ensemble_timeout_s
         self.prompts = prompts
         self._writers = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hanrag-turns")
 
@@ -371,7 +320,10 @@ class AnswerEngine:
                 filters=filters,
             )
             history = self._window(options.history) if options.history is not None else opened
-            plan = await self.planner.plan(text, history, options.today or date.today())
+            # An image question: the vision model's description joins the question for
+            # planning and retrieval (the stored question stays the user's own words).
+            asked = await self._with_image_description(text, options, timings)
+            plan = await self.planner.plan(asked, history, options.today or date.today())
             timings["planning_ms"] = round((time.perf_counter() - started) * 1000, 2)
             table, notice = await self._table_step(plan, principals, history, options, timings)
             search_started = time.perf_counter()
@@ -403,6 +355,9 @@ class AnswerEngine:
                 plan.question, given, history, rag, options.instructions, today=today, prompts=self.prompts
             )
         )
+        if options.images and getattr(self.generator, "can_see", False) and messages:
+            # The answering model sees the images too (on the question's own turn).
+            messages[-1] = replace(messages[-1], images=list(options.images))
         request = GenerationRequest(
             question=plan.question,
             sources=given,
@@ -419,7 +374,15 @@ class AnswerEngine:
         fallback: str | None = None
         generation_started = time.perf_counter()
         generator: Generator = self.generator
-        while True:
+        ensemble = None
+        if table is None and rag and (options.mode or self.mode) == "ensemble":
+            ensemble = await self._ensemble(request, sources, options)
+            if ensemble is not None:
+                text_out, usage, generator, _ = ensemble
+                timings["time_to_first_token_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                parts.append(text_out)
+                yield DeltaEvent(text_out)
+        while ensemble is None:
             try:
                 async for chunk in generator.stream(request):
                     if chunk.usage is not None:
@@ -496,8 +459,45 @@ class AnswerEngine:
                 fallback=fallback,
                 generator=generator.name,
                 table=table.as_dict() if table else None,
+                ensemble=ensemble[3] if ensemble is not None else None,
             )
         )
+
+    async def _with_image_description(self, text: str, options: AskOptions, timings: dict[str, float]) -> str:
+        if not options.images:
+            return text
+        if self.vision is None:
+            raise InvalidInputError(
+                "이미지가 포함된 질문에 답하려면 이미지 분석 모델(vision 역할의 모델)이 필요합니다.",
+                code="vision_unavailable",
+                field="images",
+            )
+        from hanrag.answer.images import describe_images
+
+        started = time.perf_counter()
+        description = await describe_images(
+            self.vision, text, options.images, today=options.today or date.today(), prompts=self.prompts
+        )
+        timings["vision_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        return f"{text}\n\n[이미지 설명] {description}" if description else text
+
+    async def _ensemble(
+        self, request: GenerationRequest, sources: list[Source], options: AskOptions
+    ) -> tuple[str, Usage | None, Generator, dict[str, Any]] | None:
+        """The best-scored of several providers' answers (None: fewer than two providers,
+        or none answered — the single-provider path then runs, with its fallbacks)."""
+        members = self.ensemble_members() if self.ensemble_members is not None else []
+        if len(members) < 2:
+            return None
+        from hanrag.answer.ensemble import ensemble_info, run_ensemble
+
+        scored, usages = await run_ensemble(members, request, sources, timeout_s=self.ensemble_timeout_s)
+        best = scored[0]
+        if best.candidate.error is not None or not best.candidate.text:
+            return None
+        chosen = next(m for name, m in members if name == best.candidate.provider)
+        info = ensemble_info(scored, with_candidates=options.candidates)
+        return best.candidate.text, usages.get(id(best.candidate)), chosen, info
 
     async def _table_step(
         self,

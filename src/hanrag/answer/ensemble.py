@@ -19,14 +19,17 @@ score of the answer is the mean pairwise agreement of the candidates that answer
 
 from __future__ import annotations
 
+import asyncio
 import re
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hanrag.errors import HanragError
 from hanrag.korean.analyzer import morpheme_tokens, sentences
-from hanrag.llm.base import Source
+from hanrag.llm.base import GenerationRequest, Generator, Source, Usage
 
 WEIGHTS = {"grounding": 0.35, "citations": 0.25, "agreement": 0.3, "length": 0.1}
 # A sentence counts as supported when this share of its content morphemes is in its passages.
@@ -142,3 +145,58 @@ def consensus(scored: Sequence[ScoredCandidate], tokenize: Tokenize = morpheme_t
         return 1.0 if texts else 0.0
     pairs = [_jaccard(a, b) for i, a in enumerate(texts) for b in texts[i + 1 :]]
     return statistics.fmean(pairs)
+
+
+async def _collect(
+    name: str, member: Generator, request: GenerationRequest, timeout_s: float
+) -> tuple[Candidate, Usage | None]:
+    started = time.perf_counter()
+    parts: list[str] = []
+    usage: Usage | None = None
+
+    async def read() -> None:
+        nonlocal usage
+        async for chunk in member.stream(request):
+            parts.append(chunk.text)
+            usage = chunk.usage or usage
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except TimeoutError:
+        elapsed = (time.perf_counter() - started) * 1000
+        return Candidate(name, "".join(parts), "llm_timeout", elapsed), None
+    except HanragError as exc:
+        return Candidate(name, "", exc.code, (time.perf_counter() - started) * 1000), None
+    text = "".join(parts).strip()
+    return Candidate(name, text, None, (time.perf_counter() - started) * 1000), usage
+
+
+async def run_ensemble(
+    members: Sequence[tuple[str, Generator]],
+    request: GenerationRequest,
+    sources: Sequence[Source],
+    *,
+    timeout_s: float,
+) -> tuple[list[ScoredCandidate], dict[int, Usage | None]]:
+    """Every member (provider name, generator) answers the same request at once (each within ``timeout_s``); the
+    candidates scored, best first, and each candidate's usage by ``id``."""
+    collected = await asyncio.gather(*(_collect(name, m, request, timeout_s) for name, m in members))
+    usages = {id(candidate): usage for candidate, usage in collected}
+    scored = score_candidates([candidate for candidate, _ in collected], sources)
+    return scored, {id(s.candidate): usages.get(id(s.candidate)) for s in scored}
+
+
+def ensemble_info(scored: Sequence[ScoredCandidate], *, with_candidates: bool) -> dict[str, Any]:
+    """What the answer says about its ensemble: the chosen provider, the consensus score,
+    every provider's score (and, when asked, every candidate's text and signals)."""
+    best = scored[0]
+    info: dict[str, Any] = {
+        "mode": "ensemble",
+        "chosen": best.candidate.provider,
+        "consensus": round(consensus(scored), 4),
+        "scores": {s.candidate.provider: round(s.score, 4) for s in scored},
+        "errors": {s.candidate.provider: s.candidate.error for s in scored if s.candidate.error},
+    }
+    if with_candidates:
+        info["candidates"] = [s.as_dict() for s in scored]
+    return info

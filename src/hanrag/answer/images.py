@@ -20,13 +20,15 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from hanrag.answer.prompts import PromptSet, image_description_prompt
 from hanrag.errors import InvalidInputError
-from hanrag.llm.base import ImageInput
+from hanrag.llm.base import GenerationOptions, Generator, ImageInput, Turn
 from hanrag.netpolicy import destination_allowed
 from hanrag.settings import ImageSettings
 
@@ -142,3 +144,20 @@ async def load_images(values: Sequence[Any], settings: ImageSettings) -> list[Im
     if len(values) > settings.max_images:
         raise _invalid(f"at most {settings.max_images} images per question", "too_many_images")
     return [await load_image(value, settings) for value in values]
+
+
+async def describe_images(
+    vision: Generator,
+    question: str,
+    images: list[ImageInput],
+    *,
+    today: date,
+    prompts: PromptSet | None = None,
+    max_tokens: int = 400,
+) -> str:
+    """The vision model's Korean description of the images, for planning and retrieval
+    (the earlier service joined it to the question the same way)."""
+    instruction = image_description_prompt(question, today=today.isoformat(), prompts=prompts)
+    messages = [Turn("user", instruction, images=list(images))]
+    reply = await vision.complete(messages, GenerationOptions(max_tokens=max_tokens, temperature=0.0))
+    return " ".join(reply.split())

@@ -75,6 +75,34 @@ def build_generators(settings: Settings, registry: ProviderRegistry | None = Non
     return generators
 
 
+def member_generators(
+    settings: Settings, registry: ProviderRegistry, role: str, limit: int
+) -> list[tuple[str, Generator]]:
+    """(provider name, generator) per language-model provider of ``role`` (priority order, at
+    most ``limit``): each generator routes to its own provider only, so that an ensemble
+    hears every provider (a failed one is a failed candidate, not a fallback to another)."""
+    from hanrag.llm.router import RoutedGenerator
+
+    llm = settings.llm
+    handles = sorted(
+        (h for h in registry.for_role(role) if h.is_llm), key=lambda h: (h.config.priority, h.order)
+    )[:limit]
+    return [
+        (
+            handle.name,
+            RoutedGenerator(
+                role,
+                [handle],
+                retries=registry.retries,
+                retry_base_s=llm.retry_base_s,
+                retry_max_s=llm.retry_max_s,
+                queue_wait_s=llm.queue_wait_s,
+            ),
+        )
+        for handle in handles
+    ]
+
+
 def build_generator(settings: Settings) -> Generator:
     """The answer role's generator."""
     return build_generators(settings)["answer"]

@@ -8,6 +8,7 @@ without a finish reason or ``[DONE]``).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,18 @@ from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationReques
 from hanrag.netpolicy import tls_context
 
 __all__ = ["GeneratorError", "OpenAICompatGenerator"]
+
+
+def message_json(turn: Turn) -> dict[str, Any]:
+    """A chat message; a turn with images becomes OpenAI's content parts (text, then each
+    image as a base64 ``data:`` URL), which vLLM, Ollama and llama.cpp's server accept too."""
+    if not turn.images:
+        return {"role": turn.role, "content": turn.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn.content}]
+    for image in turn.images:
+        encoded = base64.b64encode(image.data).decode("ascii")
+        parts.append({"type": "image_url", "image_url": {"url": f"data:{image.mime_type};base64,{encoded}"}})
+    return {"role": turn.role, "content": parts}
 
 
 def retry_after(value: str | None) -> float | None:
@@ -50,6 +63,8 @@ def http_error(response: httpx.Response) -> GeneratorError:
 
 class OpenAICompatGenerator:
     is_llm = True
+    # Whether the model sees images is the operator's word (ProviderSettings.vision / the
+    # vision role), which the registry reads; the adapter itself sends them when given.
     can_see = False
 
     def __init__(
@@ -81,7 +96,7 @@ class OpenAICompatGenerator:
     def _body(messages: list[Turn], options: GenerationOptions, model: str, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [message_json(m) for m in messages],
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "top_p": options.top_p,
