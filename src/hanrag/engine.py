@@ -244,6 +244,7 @@ class Engine:
             ensemble_members=self.ensemble_members,
             mode=settings.llm.mode,
             ensemble_timeout_s=settings.llm.ensemble_timeout_s,
+            judge=self.generators.get("judge"),
         )
 
     def ensemble_members(self) -> list[tuple[str, Generator]]:

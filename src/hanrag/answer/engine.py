@@ -83,6 +83,7 @@ class AnswerEngine:
         ensemble_members: Callable[[], list[tuple[str, Generator]]] | None = None,
         mode: str = "single",
         ensemble_timeout_s: float = 60.0,
+        judge: Generator | None = None,
     ) -> None:
         """``search`` finds the passages, ``sessions`` and ``audit`` keep what an answer leaves
         behind, ``count_tokens`` measures the context budget, ``metadata_keys`` (the keys the
@@ -94,7 +95,8 @@ class AnswerEngine:
         ``prompts``: the operator's prompts (none: the Korean defaults). ``sql_generator`` writes
         the table route's SQL (none: ``generator``). ``vision`` describes a question's images
         (none: image questions are refused); ``ensemble_members`` are the providers that answer
-        in ensemble mode (``mode``, or a request's own), each within ``ensemble_timeout_s``."""
+        in ensemble mode (``mode``, or a request's own), each within ``ensemble_timeout_s``;
+        ``judge`` (optional) adds its score of each candidate."""
         self.search = search
         self.sessions = sessions
         self.audit = audit
@@ -112,6 +114,7 @@ class AnswerEngine:
         self.ensemble_members = ensemble_members
         self.mode = mode
         self.ensemble_timeout_s = ensemble_timeout_s
+        self.judge = judge
         self.prompts = prompts
         self._writers = ThreadPoolExecutor(max_workers=writer_threads, thread_name_prefix="hanrag-turns")
 
@@ -492,6 +495,16 @@ class AnswerEngine:
         from hanrag.answer.ensemble import ensemble_info, run_ensemble
 
         scored, usages = await run_ensemble(members, request, sources, timeout_s=self.ensemble_timeout_s)
+        if self.judge is not None:
+            from hanrag.answer.ensemble import judge_candidates
+            from hanrag.answer.prompts import judge_messages, judge_score
+
+            def messages_for(answer: str) -> list[Turn]:
+                return judge_messages(request.question, sources, answer, prompts=self.prompts)
+
+            scored = await judge_candidates(
+                scored, self.judge, messages_for, judge_score, timeout_s=self.ensemble_timeout_s
+            )
         best = scored[0]
         if best.candidate.error is not None or not best.candidate.text:
             return None

@@ -29,7 +29,7 @@ from typing import Any
 
 from hanrag.errors import HanragError
 from hanrag.korean.analyzer import morpheme_tokens, sentences
-from hanrag.llm.base import GenerationRequest, Generator, Source, Usage
+from hanrag.llm.base import GenerationOptions, GenerationRequest, Generator, Source, Turn, Usage
 
 WEIGHTS = {"grounding": 0.35, "citations": 0.25, "agreement": 0.3, "length": 0.1}
 # A sentence counts as supported when this share of its content morphemes is in its passages.
@@ -40,11 +40,21 @@ Tokenize = Callable[[str], list[str]]
 
 
 @dataclass
+class Analysis:
+    """A text's content morphemes, whole and per sentence (with the sentence's citations)."""
+
+    words: set[str]
+    sentences: list[tuple[set[str], list[int]]]
+
+
+@dataclass
 class Candidate:
     provider: str
     text: str = ""
     error: str | None = None  # the stable code when the provider failed
     latency_ms: float = 0.0
+    # Filled as soon as the candidate is complete (while slower ones still stream).
+    analysis: Analysis | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -76,15 +86,31 @@ def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def grounding(text: str, sources: Sequence[Source], tokenize: Tokenize = morpheme_tokens) -> float:
-    by_number = {s.n: _content(s.text, tokenize) for s in sources}
+def analyse(text: str, tokenize: Tokenize = morpheme_tokens) -> Analysis:
+    parts = [(_content(sentence, tokenize), _numbers(sentence)) for sentence in sentences(text)]
+    words: set[str] = set().union(*(w for w, _ in parts)) if parts else set()
+    return Analysis(words, [(w, n) for w, n in parts if w])
+
+
+def source_words(sources: Sequence[Source], tokenize: Tokenize = morpheme_tokens) -> dict[int, set[str]]:
+    return {s.n: _content(s.text, tokenize) for s in sources}
+
+
+def grounding(
+    text: str | Analysis,
+    sources: Sequence[Source],
+    tokenize: Tokenize = morpheme_tokens,
+    *,
+    passages: dict[int, set[str]] | None = None,
+) -> float:
+    """``passages``: the sources' content morphemes by number, when already analysed (the
+    ensemble analyses each passage once, while the candidates are still streaming)."""
+    by_number = passages if passages is not None else source_words(sources, tokenize)
     everything = set().union(*by_number.values()) if by_number else set()
+    analysis = text if isinstance(text, Analysis) else analyse(text, tokenize)
     checked = supported = 0
-    for sentence in sentences(text):
-        words = _content(sentence, tokenize)
-        if not words:
-            continue
-        cited = [by_number[n] for n in _numbers(sentence) if n in by_number]
+    for words, numbers in analysis.sentences:
+        cited = [by_number[n] for n in numbers if n in by_number]
         pool = set().union(*cited) if cited else everything
         checked += 1
         supported += len(words & pool) / len(words) >= SUPPORT_SHARE
@@ -109,25 +135,35 @@ def _length(text: str, median: float) -> float:
 
 
 def score_candidates(
-    candidates: Sequence[Candidate], sources: Sequence[Source], tokenize: Tokenize = morpheme_tokens
+    candidates: Sequence[Candidate],
+    sources: Sequence[Source],
+    tokenize: Tokenize = morpheme_tokens,
+    *,
+    passages: dict[int, set[str]] | None = None,
 ) -> list[ScoredCandidate]:
     """Every candidate scored (failed ones with 0), best first."""
     answered = [c for c in candidates if c.error is None and c.text.strip()]
-    words = {id(c): _content(c.text, tokenize) for c in answered}
+    for candidate in answered:
+        if candidate.analysis is None:
+            candidate.analysis = analyse(candidate.text, tokenize)
+    if answered and passages is None:
+        passages = source_words(sources, tokenize)
     median = statistics.median(len(c.text.strip()) for c in answered) if answered else 0.0
+    answered_ids = {id(c) for c in answered}
     scored: list[ScoredCandidate] = []
-    answered_ids = set(words)
     for candidate in candidates:
         if id(candidate) not in answered_ids:
             scored.append(ScoredCandidate(candidate, {}, 0.0))
             continue
-        others = [words[id(o)] for o in answered if o is not candidate]
+        assert candidate.analysis is not None
+        words = candidate.analysis.words
+        others = [o.analysis.words for o in answered if o is not candidate and o.analysis is not None]
         signals = {
-            "grounding": grounding(candidate.text, sources, tokenize) if sources else 0.5,
-            "citations": citation_validity(candidate.text, sources),
-            "agreement": statistics.fmean(_jaccard(words[id(candidate)], o) for o in others)
-            if others
+            "grounding": grounding(candidate.analysis, sources, tokenize, passages=passages)
+            if sources
             else 0.5,
+            "citations": citation_validity(candidate.text, sources),
+            "agreement": statistics.fmean(_jaccard(words, o) for o in others) if others else 0.5,
             "length": _length(candidate.text, median),
         }
         total = sum(WEIGHTS[name] * value for name, value in signals.items())
@@ -139,7 +175,9 @@ def score_candidates(
 def consensus(scored: Sequence[ScoredCandidate], tokenize: Tokenize = morpheme_tokens) -> float:
     """Mean pairwise agreement of the candidates that answered (1.0 with one, 0 with none)."""
     texts = [
-        _content(s.candidate.text, tokenize) for s in scored if s.candidate.error is None and s.candidate.text
+        (s.candidate.analysis or analyse(s.candidate.text, tokenize)).words
+        for s in scored
+        if s.candidate.error is None and s.candidate.text
     ]
     if len(texts) < 2:
         return 1.0 if texts else 0.0
@@ -168,7 +206,10 @@ async def _collect(
     except HanragError as exc:
         return Candidate(name, "", exc.code, (time.perf_counter() - started) * 1000), None
     text = "".join(parts).strip()
-    return Candidate(name, text, None, (time.perf_counter() - started) * 1000), usage
+    candidate = Candidate(name, text, None, (time.perf_counter() - started) * 1000)
+    if text:  # analysed now, while slower candidates still stream
+        candidate.analysis = await asyncio.to_thread(analyse, text)
+    return candidate, usage
 
 
 async def run_ensemble(
@@ -180,10 +221,51 @@ async def run_ensemble(
 ) -> tuple[list[ScoredCandidate], dict[int, Usage | None]]:
     """Every member (provider name, generator) answers the same request at once (each within ``timeout_s``); the
     candidates scored, best first, and each candidate's usage by ``id``."""
-    collected = await asyncio.gather(*(_collect(name, m, request, timeout_s) for name, m in members))
+    # The passages are analysed while the candidates stream (in a thread: Kiwi releases the GIL).
+    passages = asyncio.ensure_future(asyncio.to_thread(source_words, sources))
+    try:
+        collected = await asyncio.gather(*(_collect(name, m, request, timeout_s) for name, m in members))
+    finally:
+        analysed = await passages
     usages = {id(candidate): usage for candidate, usage in collected}
-    scored = score_candidates([candidate for candidate, _ in collected], sources)
+    scored = score_candidates([candidate for candidate, _ in collected], sources, passages=analysed)
     return scored, {id(s.candidate): usages.get(id(s.candidate)) for s in scored}
+
+
+JUDGE_WEIGHT = 0.3
+
+
+async def judge_candidates(
+    scored: list[ScoredCandidate],
+    judge: Generator,
+    messages_for: Callable[[str], list[Turn]],
+    read_score: Callable[[str], float | None],
+    *,
+    timeout_s: float,
+) -> list[ScoredCandidate]:
+    """With a ``judge`` provider: each answered candidate is also scored by it (all at once,
+    within ``timeout_s``); its score weighs ``JUDGE_WEIGHT`` of the total. A judge that fails
+    or replies without a score leaves that candidate's score as it was."""
+
+    async def one(item: ScoredCandidate) -> float | None:
+        try:
+            reply = await asyncio.wait_for(
+                judge.complete(
+                    messages_for(item.candidate.text), GenerationOptions(max_tokens=300, temperature=0.0)
+                ),
+                timeout_s,
+            )
+        except (TimeoutError, HanragError):
+            return None
+        return read_score(reply)
+
+    answered = [s for s in scored if s.candidate.error is None and s.candidate.text]
+    verdicts = await asyncio.gather(*(one(s) for s in answered))
+    for item, verdict in zip(answered, verdicts, strict=True):
+        if verdict is not None:
+            item.signals["judge"] = verdict
+            item.score = (1 - JUDGE_WEIGHT) * item.score + JUDGE_WEIGHT * verdict
+    return sorted(scored, key=lambda s: s.score, reverse=True)
 
 
 def ensemble_info(scored: Sequence[ScoredCandidate], *, with_candidates: bool) -> dict[str, Any]:
