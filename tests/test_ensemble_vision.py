@@ -165,3 +165,26 @@ def test_a_blind_answer_model_gets_the_description_but_not_the_image(build: Any)
         answer_messages = blind.bodies(stream=True)[0]["messages"]
     assert all(isinstance(m["content"], str) for m in answer_messages)
     assert "보안 USB 사진" in answer_messages[-1]["content"]
+
+
+def test_a_judge_provider_weighs_in(build: Any) -> None:
+    def verdict(handler: Any, body: dict[str, Any]) -> None:
+        judged = body["messages"][-1]["content"]
+        completion("<score>0</score>" if GROUNDED in judged else "<score>100</score>")(handler, body)
+
+    with (
+        scripted_server(stream=[sse([GROUNDED])]) as first,
+        scripted_server(stream=[sse([AGREEING])]) as second,
+        scripted_server(complete=[verdict]) as judge,
+    ):
+        providers = [
+            provider_config("first", first.url, priority=1, roles=["answer"]),
+            provider_config("second", second.url, priority=2, roles=["answer"]),
+            provider_config("judge", judge.url, roles=["judge"]),
+        ]
+        engine = build(llm={"providers": providers, "mode": "ensemble", "planner": False})
+        result = ask(engine, USB, candidates=True)
+        assert len(judge.bodies(stream=False)) == 2
+    assert result.ensemble is not None and result.ensemble["chosen"] == "second"
+    signals = {c["provider"]: c["signals"] for c in result.ensemble["candidates"]}
+    assert signals["first"]["judge"] == 0.0 and signals["second"]["judge"] == 1.0
