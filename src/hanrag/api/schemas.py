@@ -9,6 +9,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from hanrag.domain import SearchFilters, epoch_bound
 
+# The most images a question may carry whatever the settings (``images.max_images`` <= 8).
+MAX_IMAGES = 8
+
 
 def parse_flexible_datetime(value: Any) -> Any:
     """ISO 8601 strings, or Java ``LocalDateTime`` arrays ``[y, m, d, h, mi, s, nanos]``.
@@ -83,6 +86,19 @@ class AskIn(BaseModel):
     rag: bool = Field(True, description="False answers from the language model alone (with memory).")
     stream: bool = Field(False, description="Server-Sent Events instead of one JSON result.")
     k: int | None = Field(None, ge=1, le=50, description="How many passages to retrieve.")
+    images: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_IMAGES,
+        description="Images the question is about: base64, `data:image/...;base64,` URLs, or http(s) "
+        "URLs of hosts in `images.url_allow`; at most `images.max_images` (PNG, JPEG, WebP, GIF). "
+        "A vision model describes them; without one: 400 `vision_unavailable`.",
+    )
+    mode: Literal["single", "ensemble"] | None = Field(
+        None,
+        description="`ensemble`: several models answer and the best-grounded answer wins "
+        "(default: the `llm.mode` setting).",
+    )
+    candidates: bool = Field(False, description="In ensemble mode, return every candidate with its scores.")
 
 
 class CitationOut(BaseModel):
@@ -118,6 +134,8 @@ class AskOut(BaseModel):
     fallback: str | None = None
     # The table route's result (title, source, sql, columns, rows, truncated, row_count, chart).
     table: dict[str, Any] | None = None
+    # Ensemble mode: the chosen provider, the consensus score (and the candidates when asked).
+    ensemble: dict[str, Any] | None = None
 
 
 class SearchIn(BaseModel):

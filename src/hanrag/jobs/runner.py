@@ -153,7 +153,11 @@ async def _ask(engine: Engine, record: JobRecord) -> dict[str, Any]:
         filters=SearchFilters.from_payload(payload.get("search_filters")),
         # Without a session the turn is not stored: a re-run after a crash then has no second effect.
         options=AskOptions(
-            rag=payload.get("rag", True), k=payload.get("k"), history=None if session_id else []
+            rag=payload.get("rag", True),
+            k=payload.get("k"),
+            history=None if session_id else [],
+            mode=payload.get("mode"),
+            candidates=bool(payload.get("candidates", False)),
         ),
     )
     return {

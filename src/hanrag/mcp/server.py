@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote
 
 import anyio
@@ -109,6 +109,9 @@ class AskArgs(BaseModel):
     question: str = Field(..., min_length=1, max_length=100_000, description="The question (Korean).")
     session_id: str | None = Field(None, max_length=64, description="Continue this conversation.")
     filters: FiltersArg | None = None
+    mode: Literal["single", "ensemble"] | None = Field(
+        None, description="`ensemble`: several models answer, the best-grounded wins (default: settings)."
+    )
 
 
 class GetDocumentArgs(BaseModel):
@@ -273,9 +276,15 @@ class HanragMCP:
             result = await self._thread(engine.search, args.query, caller=caller, k=args.k, filters=filters)
             return result.as_dict()
         if isinstance(args, AskArgs):
+            from hanrag.answer.engine import AskOptions
+
             filters = args.filters.to_filters() if args.filters else None
             answer = await engine.ask_result(
-                args.question, caller=caller, session_id=args.session_id, filters=filters
+                args.question,
+                caller=caller,
+                session_id=args.session_id,
+                filters=filters,
+                options=AskOptions(mode=args.mode) if args.mode else None,
             )
             return answer.as_dict()
         if isinstance(args, GetDocumentArgs):

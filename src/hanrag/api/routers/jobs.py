@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -72,6 +72,12 @@ class AskJobIn(BaseModel):
     filters: FiltersIn | None = None
     rag: bool = True
     k: int | None = Field(None, ge=1, le=50)
+    mode: Literal["single", "ensemble"] | None = None
+    candidates: bool = False
+    # Not queued (several MB in every stored job): a 400 images_not_supported_in_jobs.
+    images: list[Any] | None = Field(
+        None, exclude=True, description="Not supported in jobs: ask with images at POST /api/v1/ask."
+    )
     callback_url: AnyHttpUrl | None = None
     callback_headers: dict[str, str] = Field(default_factory=dict)
     client_data: ClientData = None
@@ -209,6 +215,12 @@ async def ask_job(request: Request) -> Any:
         return parsed
     body, correlation = parsed
     assert isinstance(body, AskJobIn)
+    if body.images:
+        raise InvalidInputError(
+            "jobs do not take images; ask with images at POST /api/v1/ask",
+            code="images_not_supported_in_jobs",
+            field="images",
+        )
     # The checks a synchronous ask runs first, now: a job is refused at submit time for
     # the same reasons (and codes) as the same question asked directly.
     filters = body.filters.to_filters() if body.filters else SearchFilters()

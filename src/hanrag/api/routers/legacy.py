@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +32,7 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
+from hanrag.api.images_input import image_values, question_images, vision_available
 from hanrag.api.legacy_format import (
     answer_item,
     chart_item,
@@ -53,6 +54,7 @@ from hanrag.domain import (
     fold_answer,
 )
 from hanrag.errors import HanragError, RequestTimeoutError
+from hanrag.llm.base import ImageInput
 
 log = logging.getLogger("hanrag.legacy")
 router = APIRouter(tags=["legacy"])
@@ -90,7 +92,7 @@ class LegacyQuery(BaseModel):
     # answers without retrieval; true, null or absent retrieve.
     rag: bool | None = None
     use_rag: bool | None = None
-    # Any shape is read (string, data URL, object); none is analysed yet (no vision model).
+    # base64, a data: URL or an http(s) URL, or a list of them (hanrag.api.images_input).
     image_data: Any = None
 
     @property
@@ -122,17 +124,19 @@ async def _parse(request: Request) -> LegacyQuery | JSONResponse:
         return _legacy_error(request, f"잘못된 요청입니다: {fields}", 400, qry_id)
     if not query.qry_contents:
         return _legacy_error(request, "질문(qry_contents)이 비어 있습니다.", 400, qry_id)
-    if query.image_data not in (None, "", {}, []):
+    if image_values(query.image_data) and not vision_available(get_engine(request)):
         return _legacy_error(request, NO_VISION, 400, qry_id)
     return query
 
 
 @dataclass(frozen=True, slots=True)
 class _Acting:
-    """Who a legacy request acts for, and the stored conversation of its page."""
+    """Who a legacy request acts for, the stored conversation of its page, and the
+    (checked) images it asks about."""
 
     caller: Caller
     room: str
+    images: tuple[ImageInput, ...] = ()
 
 
 def _acting_identity(request: Request, query: LegacyQuery, page_id: str) -> _Acting:
@@ -164,9 +168,14 @@ async def _parse_and_act(request: Request) -> tuple[LegacyQuery, _Acting] | JSON
         return query
     try:
         acting = await asyncio.to_thread(_acting_identity, request, query, query.page_id or uuid.uuid4().hex)
+        images = await question_images(
+            image_values(query.image_data),
+            engine=get_engine(request),
+            settings=request.app.state.settings.images,
+        )
     except HanragError as exc:
         return _legacy_error(request, exc.message, exc.http_status, query.qry_id)
-    return query, acting
+    return query, replace(acting, images=tuple(images))
 
 
 def _readable_messages(request: Request, page_id: str) -> list[Any]:
@@ -180,7 +189,7 @@ def _events(query: LegacyQuery, request: Request, acting: _Acting) -> AsyncItera
         query.question,
         caller=acting.caller,
         session_id=acting.room,
-        options=AskOptions(rag=query.retrieval, create_missing_session=True),
+        options=AskOptions(rag=query.retrieval, create_missing_session=True, images=list(acting.images)),
     )
 
 

@@ -21,22 +21,25 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
+from hanrag.api.images_input import question_images
 from hanrag.api.problems import stream_error
 from hanrag.api.schemas import AskIn, AskOut, SearchIn, SearchOut
 from hanrag.domain import AnswerEvent, AnswerResult, DoneEvent, ErrorEvent, fold_answer
+from hanrag.llm.base import ImageInput
 
 router = APIRouter(tags=["native"])
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _events(request: Request, body: AskIn) -> AsyncIterator[AnswerEvent]:
+def _events(request: Request, body: AskIn, images: list[ImageInput]) -> AsyncIterator[AnswerEvent]:
+    options = AskOptions(rag=body.rag, k=body.k, images=images, mode=body.mode, candidates=body.candidates)
     return get_engine(request).ask(
         body.question,
         caller=current_caller(request),
         session_id=body.session_id,
         filters=body.filters.to_filters() if body.filters else None,
-        options=AskOptions(rag=body.rag, k=body.k),
+        options=options,
     )
 
 
@@ -70,21 +73,25 @@ async def _sse_body(request: Request, events: AsyncIterator[AnswerEvent]) -> Asy
 )
 async def ask(body: AskIn, request: Request) -> Any:
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    # Checked (and fetched, where allowed) before the answer starts: a bad image is a 400.
+    settings = request.app.state.settings.images
+    images = await question_images(body.images, engine=get_engine(request), settings=settings)
     if wants_stream:
         # Up to the first event (session, planning, retrieval) within the request timeout;
         # the stream itself is bounded by the generator's timeouts.
-        events = await with_timeout(request, primed(_events(request, body)))
+        events = await with_timeout(request, primed(_events(request, body, images)))
         return StreamingResponse(
             tracked_stream(_sse_body(request, events)), media_type="text/event-stream", headers=_SSE_HEADERS
         )
 
     async def answer() -> AnswerResult:
-        return await fold_answer(await primed(_events(request, body)), on_event=_observe)
+        return await fold_answer(await primed(_events(request, body, images)), on_event=_observe)
 
     result = await with_timeout(request, answer())
     out = AskOut.model_validate({**result.as_dict(), "references": result.references})
-    # "table" only on the table route, as in the stream's events.
-    return JSONResponse(out.model_dump(mode="json", exclude={"table"} if out.table is None else None))
+    # "table" only on the table route and "ensemble" only in ensemble mode, as in the events.
+    absent = {name for name in ("table", "ensemble") if getattr(out, name) is None}
+    return JSONResponse(out.model_dump(mode="json", exclude=absent or None))
 
 
 @router.post(

@@ -6,6 +6,11 @@ are the operator's instructions, given to the model after the grounding rules.
 Sources come back in an extra ``sources`` field of the response (and of the final
 stream chunk), and optionally as footnotes appended to the answer text.
 
+Images: the ``image_url`` content parts of the last user message (``data:`` URLs, or
+http(s) URLs of hosts in ``images.url_allow``; ``detail`` has no effect), those of earlier
+turns are not read. hanrag extensions of the body: ``rag``, ``mode`` (``single`` |
+``ensemble``) and ``candidates``; in ensemble mode an extra ``ensemble`` field comes back.
+
 ``model`` must name a model served here (``/v1/models``), else 404 ``model_not_found``;
 a parameter hanrag cannot honour (``n`` > 1, ``tools``, ``logprobs``, an embedding
 ``dimensions`` other than the model's ...) is a 400 ``unsupported_parameter`` naming it,
@@ -37,6 +42,7 @@ from hanrag.api.deps import (
     tracked_stream,
     with_timeout,
 )
+from hanrag.api.images_input import question_images
 from hanrag.api.problems import problem, stream_error
 from hanrag.domain import (
     AnswerEvent,
@@ -48,7 +54,7 @@ from hanrag.domain import (
     fold_answer,
 )
 from hanrag.errors import InvalidInputError
-from hanrag.llm.base import Turn
+from hanrag.llm.base import ImageInput, Turn
 
 router = APIRouter(tags=["openai-compatible"])
 
@@ -96,10 +102,18 @@ def _unsupported(request: Request, param: str, why: str = "") -> JSONResponse:
     return openai_error(request, 400, "unsupported_parameter", message, param)
 
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    url: str
+    detail: str | None = None  # accepted, without effect
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
+    # {"type": "image_url", "image_url": {"url": "data:image/png;base64,..." | "https://..."}}
+    image_url: ImageUrl | str | None = None
 
 
 class ChatMessage(BaseModel):
@@ -111,6 +125,11 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, list):
             return "\n".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
+
+    def image_urls(self) -> list[str]:
+        parts = self.content if isinstance(self.content, list) else []
+        urls = [p.image_url for p in parts if p.type == "image_url" and p.image_url is not None]
+        return [url if isinstance(url, str) else url.url for url in urls]
 
 
 class StreamOptions(BaseModel):
@@ -133,6 +152,12 @@ class ChatCompletionIn(BaseModel):
     stop: str | list[str] | None = None
     user: str | None = Field(None, description="The end user, recorded in the audit log.")
     rag: bool = Field(True, description="hanrag extension: false answers without retrieval.")
+    mode: Literal["single", "ensemble"] | None = Field(
+        None, description="hanrag extension: `ensemble` lets several models answer (default: `llm.mode`)."
+    )
+    candidates: bool = Field(
+        False, description="hanrag extension: in ensemble mode, every candidate in the `ensemble` field."
+    )
 
 
 class EmbeddingsIn(BaseModel):
@@ -216,7 +241,14 @@ def _table_markdown(table: dict[str, Any] | None) -> str:
     return f"**{table['title']}**\n\n{markdown_table(result)}\n\n"
 
 
-def _events(request: Request, body: ChatCompletionIn) -> AsyncIterator[AnswerEvent]:
+async def _images(request: Request, body: ChatCompletionIn) -> list[ImageInput]:
+    """The checked images of the last user message (those of earlier turns are not read)."""
+    last_user = next(m for m in reversed(body.messages) if m.role == "user")
+    settings = request.app.state.settings.images
+    return await question_images(last_user.image_urls(), engine=get_engine(request), settings=settings)
+
+
+def _events(request: Request, body: ChatCompletionIn, images: list[ImageInput]) -> AsyncIterator[AnswerEvent]:
     question, history, instructions = _split(body.messages)
     engine = get_engine(request)
     generation = engine.generation_options()
@@ -235,6 +267,9 @@ def _events(request: Request, body: ChatCompletionIn) -> AsyncIterator[AnswerEve
         stream_generation=generation,
         instructions=instructions,
         end_user=body.user,
+        images=images,
+        mode=body.mode,
+        candidates=body.candidates,
     )
     return engine.ask(question, caller=current_caller(request), options=options)
 
@@ -245,6 +280,10 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
     refusal = _chat_refusal(request, body)
     if refusal is not None:
         return refusal
+    try:
+        images = await _images(request, body)
+    except InvalidInputError as exc:
+        return openai_error(request, exc.http_status, exc.code, exc.message, "messages")
     model = body.model or settings.api.model_name
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -256,7 +295,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
 
         async def collect() -> AnswerResult:
             # Up to the answer's end within the request timeout, retrieval included.
-            return await fold_answer(await primed(_events(request, body)), on_event=observe)
+            return await fold_answer(await primed(_events(request, body, images)), on_event=observe)
 
         done = await with_timeout(request, collect())
         answer = _table_markdown(done.table) + done.answer
@@ -273,6 +312,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
                 "usage": _usage(done.usage),
                 "sources": done.citations,
                 **({"table": done.table} if done.table is not None else {}),
+                **({"ensemble": done.ensemble} if done.ensemble is not None else {}),
             }
         )
 
@@ -296,7 +336,7 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
         error = {"message": message, "type": "server_error", "code": code}
         return f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n".encode()
 
-    events = await with_timeout(request, primed(_events(request, body)))
+    events = await with_timeout(request, primed(_events(request, body, images)))
 
     async def stream() -> AsyncIterator[bytes]:
         yield chunk({"role": "assistant", "content": ""})
@@ -314,7 +354,8 @@ async def chat_completions(body: ChatCompletionIn, request: Request) -> Any:
                     citations = event.result.citations
                     if settings.api.openai_footnotes and citations:
                         yield chunk({"content": _footnotes(citations)})
-                    yield chunk({}, "stop", sources=citations)
+                    ensemble = event.result.ensemble
+                    yield chunk({}, "stop", sources=citations, **({"ensemble": ensemble} if ensemble else {}))
                     if include_usage:
                         yield chunk(None, usage=_usage(event.result.usage))
         except Exception as exc:  # e.g. a full disk: said in the stream, not a cut connection
