@@ -258,6 +258,7 @@ class AnswerEngine:
         citations: list[dict[str, Any]],
         references: list[dict[str, Any]],
         end_user: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         if store_turn and session_id is not None:
             self.sessions.append_turn(
@@ -268,6 +269,7 @@ class AnswerEngine:
                 references=references,
                 create=new_session,
                 principal=principal,
+                meta=meta,  # the generator and timings, kept with the answer (P12)
             )
         self.audit.record(
             principal or "anonymous",
@@ -447,6 +449,10 @@ class AnswerEngine:
                 citations=citations,
                 references=references,
                 end_user=options.end_user,
+                meta={
+                    "generator": generator.name,
+                    "timings": {**timings, "total_ms": round((time.perf_counter() - started) * 1000, 2)},
+                },
             ),
         )
         timings["total_ms"] = round((time.perf_counter() - started) * 1000, 2)

@@ -221,4 +221,7 @@ class MessageOut(BaseModel):
     role: str
     content: str
     cited_chunk_ids: list[str]
+    # The answer's numbered sources, as the references event gave them, limited to the
+    # documents the caller may still read.
+    references: list[dict[str, Any]] = Field(default_factory=list)
     created_at: str

@@ -197,6 +197,13 @@ def owns(caller: Caller, owner: str | None) -> bool:
     return owner is None or caller.name is None or owner == caller.name
 
 
+def may_review(caller: Caller) -> bool:
+    """Whether a caller may read what every user leaves behind — the feedback on answers
+    (with their questions and answers) and the usage statistics: administrators, the CLI
+    and the implicit single user (unrestricted callers with the admin role) only."""
+    return caller.unrestricted and caller.role == "admin"
+
+
 def may_manage(caller: Caller, owner: str | None) -> bool:
     """Whether a caller may see and control an operational record (a job) owned by
     ``owner``: their own, or any when unrestricted (administrators, the CLI). Unowned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,20 @@ from sqlalchemy.engine import Engine
 
 from hanrag.store.db import create_schema, session_factory
 from hanrag.store.models import DocumentRow, utcnow
+
+
+def matches(row: DocumentRow, q: str) -> bool:
+    """Whether a document's title or file name (the last part of its source) holds ``q``,
+    in any case (an empty ``q``: every document)."""
+    if not q:
+        return True
+
+    def folded(text: str) -> str:  # NFKC too: file names from macOS come decomposed (NFD)
+        return unicodedata.normalize("NFKC", text).casefold()
+
+    wanted = folded(q)
+    name = row.source.replace("\\", "/").rpartition("/")[2].removeprefix("upload:")
+    return wanted in folded(row.title or "") or wanted in folded(name)
 
 
 class Catalog:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -105,6 +105,8 @@ class MessageRow(Base):
     # The references shown with the answer (title, source, snippet, date) for /reference.
     references: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    # An answer's generator and timings ({"generator": ..., "timings": {...}}); None before P12.
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (Index("ix_chat_messages_session", "session_id", "id"),)
 
@@ -270,3 +272,56 @@ class SqlWatermarkRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow
     )
+
+
+class FeedbackRow(Base):
+    """A thumbs up or down on one answer (issue P12), with copies of what it is about (the
+    question, the answer, its citations, the model and timings), so that it outlives the
+    conversation and makes an evaluation dataset. One per caller and answer: a second
+    rating replaces the first. ``principal`` is the caller's name ("" for the implicit user)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200), nullable=False)
+    session_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The answer's message row, and its position in the conversation when it was rated.
+    message_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    message_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    # up | down
+    rating: Mapped[str] = mapped_column(String(8), nullable=False)
+    # wrong_source | outdated | incomplete | other | None
+    reason: Mapped[str | None] = mapped_column(String(32))
+    comment: Mapped[str | None] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    answer: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    # [{"chunk_id", "document_id", "title"}] of the passages the answer cited.
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    model: Mapped[str | None] = mapped_column(String(200))
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("principal", "session_id", "message_id", name="uq_feedback_answer"),
+        Index("ix_feedback_created", "created_at"),
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "feedback_id": self.id,
+            "principal": self.principal or None,
+            "session_id": self.session_id,
+            "message_index": self.message_index,
+            "rating": self.rating,
+            "reason": self.reason,
+            "comment": self.comment,
+            "question": self.question,
+            "answer": self.answer,
+            "citations": list(self.citations or []),
+            "model": self.model,
+            "timings": dict(self.timings or {}),
+            # With its zone always (SQLite gives back the UTC wall time without one).
+            "created_at": (
+                self.created_at if self.created_at.tzinfo else self.created_at.replace(tzinfo=UTC)
+            ).isoformat(),
+        }

@@ -72,11 +72,13 @@ class SessionStore:
         references: list[dict[str, Any]],
         create: bool = False,
         principal: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         """Store a complete turn (question and answer together, never half of one).
 
         ``create``: the session is new; it is created (owned by ``principal``) in the
-        same transaction as its first turn."""
+        same transaction as its first turn. ``meta``: kept with the answer (its generator
+        and timings)."""
         with self._sessions.begin() as db:
             if create:
                 db.add(ChatSessionRow(id=session_id, principal=principal, title=question[:200]))
@@ -94,6 +96,7 @@ class SessionStore:
                     content=answer,
                     cited_chunk_ids=cited_chunk_ids,
                     references=references,
+                    meta=meta,
                 )
             )
             session.updated_at = utcnow()
@@ -114,6 +117,17 @@ class SessionStore:
                     .limit(excess)
                 )
                 db.execute(delete(MessageRow).where(MessageRow.id.in_(oldest)))
+
+    def rename(self, session_id: str, title: str) -> ChatSessionRow:
+        """Give a conversation a title of its own (at most 200 characters are kept)."""
+        with self._sessions.begin() as db:
+            row = db.get(ChatSessionRow, session_id)
+            if row is None:
+                raise NotFoundError(
+                    f"no session {session_id!r}", code="session_not_found", field="session_id"
+                )
+            row.title = title[:200]
+        return row
 
     def delete(self, session_id: str) -> None:
         with self._sessions.begin() as db:

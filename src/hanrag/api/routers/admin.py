@@ -167,3 +167,18 @@ async def set_acl(
         get_engine(request).set_document_acl, document_id, body.acl, caller=caller
     )
     return updated.as_dict()
+
+
+@router.get("/admin/stats", summary="Dashboard: questions per day, latency, feedback, documents")
+async def stats(
+    request: Request,
+    caller: CallerDep,
+    _: Identity = require("admin"),
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+    tz: Annotated[str, Query(min_length=1, max_length=64, description="IANA time zone of the days.")] = "UTC",
+) -> dict[str, Any]:
+    """``{"days", "tz", "from", "to", "questions_per_day": [{"date", "count"}], "questions",
+    "latency_ms": {"p50", "p95", "count"}, "ttft_ms": {...}, "feedback": {"up", "down",
+    "ratio"}, "documents": {"indexed", "indexing", "failed", "total"}}`` from hanrag's own
+    tables (see :meth:`hanrag.answer.feedback.FeedbackService.stats`)."""
+    return await asyncio.to_thread(get_engine(request).feedback.stats, caller=caller, days=days, tz=tz)

@@ -1,12 +1,14 @@
-"""Documents: multipart upload, paged listing, details, delete, re-index."""
+"""Documents: multipart upload, paged listing and search, details, original download, delete, re-index."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import unicodedata
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from hanrag.api import metrics
 from hanrag.api.auth import require
@@ -84,9 +86,17 @@ async def list_documents(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     status: Annotated[str | None, Query(pattern="^(indexed|failed|indexing)$")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Only titles or file names holding this (any case).")
+    ] = None,
 ) -> Any:
     rows, total = await asyncio.to_thread(
-        get_engine(request).document_page, caller=caller, offset=offset, limit=limit, status=status
+        get_engine(request).document_page,
+        caller=caller,
+        offset=offset,
+        limit=limit,
+        status=status,
+        q=(q or "").strip(),
     )
     return {"items": [r.as_dict() for r in rows], "total": total, "offset": offset, "limit": limit}
 
@@ -95,6 +105,39 @@ async def list_documents(
 async def get_document(document_id: str, request: Request, caller: CallerDep) -> Any:
     row = await asyncio.to_thread(get_engine(request).get_document, document_id, caller=caller)
     return row.as_dict()
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the name twice: an ASCII stand-in, and the real (Korean) name
+    percent-encoded as UTF-8 (RFC 6266 / RFC 5987 ``filename*``)."""
+    name = unicodedata.normalize("NFC", filename) or "download"
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\%;' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+@router.get(
+    "/documents/{document_id}/original",
+    summary="Download a document's original file",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_original(document_id: str, request: Request, caller: CallerDep) -> Response:
+    """Always an attachment, never shown inline: HTML, SVG and other types a browser would
+    render come as ``application/octet-stream`` (see :mod:`hanrag.ingest.originals`)."""
+    original = await with_timeout(
+        request, asyncio.to_thread(get_engine(request).document_original, document_id, caller=caller)
+    )
+    return Response(
+        content=original.data,
+        headers={
+            # Set here, not as media_type: Starlette would add a charset the file may not have.
+            "Content-Type": original.media_type,
+            "Content-Disposition": content_disposition(original.filename),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 @router.delete("/documents/{document_id}", summary="Delete a document and its chunks")
