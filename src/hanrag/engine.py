@@ -21,21 +21,23 @@ from hanrag.embed.cache import EmbeddingCache
 from hanrag.embed.factory import get_embedder
 from hanrag.embed.manager import CachingEmbedder, SharedEmbedder
 from hanrag.errors import InvalidInputError, NotFoundError
-from hanrag.index.base import DocumentChunks, Index
+from hanrag.index.base import Index
 from hanrag.index.retriever import Retriever
 from hanrag.ingest.chunking import Chunker
 from hanrag.ingest.model import FileOutcome, IngestReport, IngestRequest, ProgressCallback
+from hanrag.ingest.originals import Original, original_of
 from hanrag.ingest.parsers.registry import read_limited
 from hanrag.ingest.pipeline import IngestPipeline
 from hanrag.ingest.uploads import UploadStore, uploaded_name
 from hanrag.settings import Settings
-from hanrag.store.catalog import Catalog
+from hanrag.store.catalog import Catalog, matches
 from hanrag.store.db import make_engine
 from hanrag.store.models import ChatSessionRow, DocumentRow, MessageRow
 from hanrag.store.sessions import SessionStore
 
 if TYPE_CHECKING:
     from hanrag.answer.engine import AnswerEngine, AskOptions
+    from hanrag.answer.feedback import FeedbackService
     from hanrag.answer.prompts import PromptSet
     from hanrag.auth.audit import AuditLog
     from hanrag.auth.service import AuthService
@@ -44,9 +46,6 @@ if TYPE_CHECKING:
     from hanrag.tables.service import SourceService
 
 log = logging.getLogger("hanrag.engine")
-
-# Chunks per write when an index is copied to another backend.
-MIGRATION_BATCH_CHUNKS = 1000
 
 
 def document_not_found(key: str) -> NotFoundError:
@@ -137,6 +136,14 @@ class Engine:
                 self.settings,
                 audit=lambda: self.audit,
             )
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        """Feedback on answers and the admin dashboard's statistics (P12)."""
+        from hanrag.answer.feedback import FeedbackService
+
+        with self._build_lock:
+            return FeedbackService(self.catalog.engine, self.sessions)
 
     def _llm_parts(self) -> tuple[ProviderRegistry, dict[str, Generator]]:
         """The provider registry and the per-role generators, built once per ``llm``
@@ -421,16 +428,17 @@ class Engine:
         return self.document_page(caller=caller, offset=offset, limit=limit, status=status)[0]
 
     def document_page(
-        self, *, caller: Caller, offset: int = 0, limit: int = 100, status: str | None = None
+        self, *, caller: Caller, offset: int = 0, limit: int = 100, status: str | None = None, q: str = ""
     ) -> tuple[list[DocumentRow], int]:
-        """A page of the documents ``caller`` may read, and how many there are in all."""
-        if caller.unrestricted:
+        """A page of the documents ``caller`` may read (``q``: whose title or file name holds
+        it, in any case), and how many there are in all."""
+        if caller.unrestricted and not q:
             rows = self.catalog.list_documents(offset=offset, limit=limit, status=status)
             return rows, self.catalog.count(status)
         visible = [
             row
             for row in self.catalog.list_documents(offset=0, limit=10**9, status=status)
-            if may_read(caller.principals, row.acl)
+            if may_read(caller.principals, row.acl) and matches(row, q)
         ]
         return visible[offset : offset + limit], len(visible)
 
@@ -441,6 +449,12 @@ class Engine:
         if row is None:
             raise document_not_found(key)
         return row
+
+    def document_original(self, key: str, *, caller: Caller) -> Original:
+        """The original of a document ``caller`` may read (see :mod:`hanrag.ingest.originals`)."""
+        row = self.get_document(key, caller=caller)
+        chunks = lambda: self.index.document_chunks(row.id)  # noqa: E731
+        return original_of(row, self.uploads, chunks, max_bytes=int(self.settings.ingest.max_file_mb * 2**20))
 
     def document_chunks(self, document_id: str, *, caller: Caller) -> list[Chunk]:
         """A document's chunks, in order (none for an unknown document); a caller who may
@@ -483,6 +497,17 @@ class Engine:
         self.get_session(session_id, caller=caller)
         return list(self.sessions.messages(session_id))
 
+    def readable_references(
+        self, references: list[dict[str, Any]], *, caller: Caller
+    ) -> list[dict[str, Any]]:
+        """A stored answer's references that ``caller`` may still read (access can be lost
+        after the answer: a reopened conversation must not show those passages again)."""
+        if caller.unrestricted:
+            return references
+        rows = {i: self.catalog.get(i) for i in {str(r.get("document_id")) for r in references}}
+        readable = {i for i, row in rows.items() if row is not None and may_read(caller.principals, row.acl)}
+        return [r for r in references if str(r.get("document_id")) in readable]
+
     def room_id(self, page_id: str, *, caller: Caller) -> str:
         """The conversation a client-named room (legacy ``page_id``) is stored as, in the
         caller's own namespace (see :func:`hanrag.auth.access.room_id`)."""
@@ -493,6 +518,10 @@ class Engine:
         room = self.room_id(page_id, caller=caller)
         return list(self.sessions.messages(room)) if self.sessions.exists(room) else []
 
+    def rename_session(self, session_id: str, title: str, *, caller: Caller) -> ChatSessionRow:
+        """Retitle a conversation the caller owns (someone else's is answered like a missing one)."""
+        return self.sessions.rename(self.get_session(session_id, caller=caller).id, title)
+
     def delete_session(self, session_id: str, *, caller: Caller) -> None:
         self.get_session(session_id, caller=caller)
         self.sessions.delete(session_id)
@@ -502,51 +531,14 @@ class Engine:
     def migrate_index(self, target: Settings, on_progress: Any = None) -> dict[str, Any]:
         """Copy every document of this engine's local index into the index ``target`` names,
         with the stored vectors and tokens: nothing is parsed or embedded again."""
-        import time as _time
-
         from hanrag.index.factory import build_index
+        from hanrag.index.migration import copy_index
 
         if self.index.backend != "local":
             raise InvalidInputError(
                 "migration reads from the local index; set index.backend=local", code="invalid_source"
             )
-        destination = build_index(target, self.catalog)
-        started = _time.perf_counter()
-        documents = chunks = 0
-        total = len(self.index.document_chunk_counts())
-        batch: list[DocumentChunks] = []
-        batch_chunks = 0
-
-        def write_batch() -> None:
-            nonlocal documents, chunks, batch_chunks
-            destination.upsert_documents(batch)
-            documents += len(batch)
-            chunks += batch_chunks
-            batch.clear()
-            batch_chunks = 0
-            if on_progress:
-                on_progress(documents, total, chunks)
-
-        try:
-            # Documents go over in batches of about MIGRATION_BATCH_CHUNKS chunks: a remote
-            # index then costs a few round trips per batch instead of per document.
-            for document in self.index.export_documents():
-                batch.append(document)
-                batch_chunks += len(document[1])
-                if batch_chunks >= MIGRATION_BATCH_CHUNKS:
-                    write_batch()
-            if batch:
-                write_batch()
-            destination.refresh()
-        finally:
-            destination.close()
-        seconds = _time.perf_counter() - started
-        return {
-            "documents": documents,
-            "chunks": chunks,
-            "seconds": round(seconds, 2),
-            "chunks_per_second": round(chunks / seconds, 1) if seconds > 0 else None,
-        }
+        return copy_index(self.index, build_index(target, self.catalog), on_progress)
 
     # ----------------------------------------------------------------- status
 

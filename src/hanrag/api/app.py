@@ -32,6 +32,7 @@ from hanrag.api.problems import (
 from hanrag.auth.ratelimit import RateLimiter
 from hanrag.engine import Engine
 from hanrag.errors import HanragError, WorkCancelled
+from hanrag.logs import configure_logging
 from hanrag.settings import Settings, load_settings
 
 log = logging.getLogger("hanrag.api")
@@ -41,6 +42,10 @@ REQUEST_ID_HEADER = "x-request-id"
 
 class _BodyTooLarge(Exception):
     pass
+
+
+# The other routes whose questions may carry base64 images.
+IMAGE_PATHS = frozenset({"/api/v1/ask", "/v1/chat/completions"})
 
 
 class RequestContextMiddleware:
@@ -67,8 +72,10 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         content_type = headers.get("content-type", "")
         limit = self.max_upload_bytes if content_type.startswith("multipart/") else self.max_body_bytes
-        if scope.get("path") in LEGACY_PATHS:
-            limit = self.max_legacy_body_bytes  # image-bearing legacy bodies (LEGACY_API.md)
+        if scope.get("path") in LEGACY_PATHS or scope.get("path") in IMAGE_PATHS:
+            # Image-bearing bodies (legacy image_data, native images, OpenAI image parts): the
+            # image checks themselves cap each image at images.max_mb.
+            limit = self.max_legacy_body_bytes
             settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
             LEGACY_HTTP_STATUS.set(bool(settings is not None and settings.api.legacy_http_status))
         started = time.perf_counter()
@@ -162,7 +169,23 @@ class RequestContextMiddleware:
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The ASGI app. ``engine`` may be given (tests, embedding); otherwise one is built from settings."""
     settings = settings or (engine.settings if engine else load_settings())
+    if settings.api.static_dir is None:
+        # The packaged web app (hanrag.web) is the UI served at / (its files load before
+        # sign-in, as the auth middleware allows for a static directory).
+        from hanrag.web import WEB_DIR
+
+        settings = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"static_dir": WEB_DIR})}
+        )
     owns_engine = engine is None
+    if owns_engine:  # a server process of its own (e.g. a uvicorn worker): log as the settings say
+        configure_logging(
+            settings.log_level,
+            settings.log_json,
+            file=settings.log_file,
+            max_mb=settings.log_max_mb,
+            backups=settings.log_backups,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -216,6 +239,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from hanrag.api.routers import (
         admin,
         documents,
+        feedback,
         health,
         jobs,
         legacy,
@@ -234,6 +258,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(native.router, prefix="/api/v1")
     app.include_router(documents.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
+    app.include_router(feedback.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(sources.router, prefix="/api/v1")
     app.include_router(openai_compat.router, prefix="/v1")
@@ -255,8 +280,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_upload_bytes=int(settings.api.max_upload_mb * 2**20),
         max_legacy_body_bytes=int(settings.api.legacy_max_body_mb * 2**20),
     )
-    if settings.api.static_dir is not None:
-        from fastapi.staticfiles import StaticFiles
+    # After every other route, GET/HEAD only: the API, OpenAI-compatible and legacy routes win.
+    from hanrag.web import web_mount
 
-        app.mount("/", StaticFiles(directory=str(settings.api.static_dir), html=True), name="ui")
+    app.router.routes.append(web_mount(settings.api.static_dir, app.router.routes))
     return app

@@ -212,7 +212,19 @@ def serve(
 
 def _register_commands() -> None:
     """Each command module adds its commands to the one app when imported."""
-    from hanrag.cli import admin, ingest, jobs, library, mcp_server, models, search, sources  # noqa: F401
+    from hanrag.cli import (  # noqa: F401
+        admin,
+        eval,
+        feedback,
+        ingest,
+        jobs,
+        library,
+        mcp_server,
+        models,
+        ops,
+        search,
+        sources,
+    )
 
     admin.register(app)
     jobs.register(app)
