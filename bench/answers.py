@@ -3,13 +3,17 @@
 Usage::
 
     .venv/bin/python bench/answers.py CORPUS.jsonl QUERIES.jsonl \\
-        [--data-dir DIR] [--limit N] [--json]
+        [--data-dir DIR] [--limit N] [--json] [--runs-dir DIR]
 
-The corpus is ingested exactly as ``bench/retrieval.py`` does (same helper, so a
-``--data-dir`` shared with it is reused without re-embedding). Every question
-then goes through ``Engine.ask_result`` — planner, hybrid retrieval, context
+A thin wrapper over ``hanrag eval``. The corpus is ingested exactly as
+``bench/retrieval.py`` does (same helper, so a ``--data-dir`` shared with it is
+reused without re-embedding). The questions are then one run of the evaluation
+runner (``hanrag.eval.runner.Runner``, the code of ``hanrag eval run``): every
+question goes through ``Engine.ask_result`` — planner, hybrid retrieval, context
 packing, the configured generator (``HANRAG_LLM__BACKEND``, extractive by
-default), citations, session storage — and is scored against the gold answers:
+default), citations, session storage (as before: each question opens a session,
+which ``hanrag eval run`` does not) — and the runner scores it
+(``hanrag.eval.metrics``):
 
 * exact match: normalised answer == a normalised gold answer;
 * character F1: KorQuAD-style F1 over characters of the normalised strings;
@@ -20,8 +24,13 @@ default), citations, session storage — and is scored against the gold answers:
   engine's own overhead (total − retrieval − generation: planning, packing,
   citation mapping, storing the turn).
 
-Normalisation removes whitespace and punctuation and lower-cases, so Korean
-spacing differences (띄어쓰기) do not count as errors.
+The first table normalises as this script always has (``hanrag.eval.metrics.squash``:
+whitespace and punctuation removed, lower case, so Korean spacing differences do
+not count as errors), so its figures compare with earlier ones. The second table
+is ``hanrag eval``'s Korean normalisation (trailing particles and copulas dropped
+too; see README "Evaluation"), which is never lower. The run is stored in a
+temporary directory, removed at the end (``--runs-dir DIR`` keeps it for
+``hanrag eval show|report``).
 """
 
 from __future__ import annotations
@@ -29,12 +38,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import statistics
 import sys
 import tempfile
-import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -46,19 +53,27 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hanrag.auth.access import SYSTEM
+from hanrag.domain import AnswerResult
 from hanrag.engine import Engine
+from hanrag.eval.metrics import squash
+from hanrag.eval.runner import Runner, RunOptions
+from hanrag.eval.runs import RunStore
+from hanrag.eval.sweep import TunedEngine
 from hanrag.settings import load_settings
-from retrieval import ingest_corpus, load_jsonl
+from retrieval import bench_dataset, ingest_corpus, load_jsonl
 
-_PUNCTUATION = re.compile(r"[\s\W_]+", re.UNICODE)
-
-
-def normalise(text: str) -> str:
-    return _PUNCTUATION.sub("", unicodedata.normalize("NFKC", text)).lower()
+# The runner's latency names -> this script's.
+STAGES = {
+    "planning": "planning_ms",
+    "retrieval": "retrieval_ms",
+    "first_token": "ttft_ms",
+    "generation": "generation_ms",
+    "total": "total_ms",
+}
 
 
 def char_f1(prediction: str, gold: str) -> float:
-    predicted, expected = Counter(normalise(prediction)), Counter(normalise(gold))
+    predicted, expected = Counter(squash(prediction)), Counter(squash(gold))
     common = sum((predicted & expected).values())
     if common == 0:
         return 0.0
@@ -75,43 +90,54 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def run_queries(
-    engine: Engine, queries: list[dict[str, Any]], doc_to_passage: dict[str, str], console: Console
+class SessionEngine(TunedEngine):
+    """Asks as this script always has: no given memory, so each question is stored in a
+    session of its own (the runner asks with an empty memory and stores nothing)."""
+
+    async def ask_result(self, question: str, **kwargs: Any) -> AnswerResult:
+        kwargs.pop("options", None)
+        return await self.engine.ask_result(question, **kwargs)
+
+
+def bench_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One question's figures from the runner's row."""
+    answer = (row.get("answer") or {}).get("text") or ""
+    golds = list((row.get("gold") or {}).get("answers") or [])
+    metrics = row.get("metrics") or {}
+    latency = {short: float((row.get("latency_ms") or {}).get(name, 0.0)) for name, short in STAGES.items()}
+    return {
+        "exact": any(squash(answer) == squash(g) for g in golds),
+        "f1": max((char_f1(answer, g) for g in golds), default=0.0),
+        "contained": any(squash(g) and squash(g) in squash(answer) for g in golds),
+        "citation_precision": float(metrics.get("citation_precision") or 0.0),
+        "gold_cited": float(metrics.get("citation_hit") or 0.0),
+        "korean": {name: float(metrics.get(name) or 0.0) for name in ("exact_match", "char_f1", "contained")},
+        **latency,
+        "overhead_ms": latency["total_ms"] - latency["retrieval_ms"] - latency["generation_ms"],
+    }
+
+
+def run_queries(
+    engine: Engine, queries: list[dict[str, Any]], path: Path, runs_dir: Path, console: Console
 ) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+    store = RunStore(runs_dir / "answers")
     with Progress(
         TextColumn("[bold]asking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
         task = progress.add_task("ask", total=len(queries))
-        for query in queries:
-            result = await engine.ask_result(str(query["question"]), caller=SYSTEM)
-            golds = [str(a) for a in query["answers"]]
-            gold_ids = set(query["positive_ids"])
-            cited = [doc_to_passage.get(c["document_id"]) for c in result.citations]
-            timings = result.timings
-            rows.append(
-                {
-                    "exact": any(normalise(result.answer) == normalise(g) for g in golds),
-                    "f1": max(char_f1(result.answer, g) for g in golds),
-                    "contained": any(
-                        normalise(g) and normalise(g) in normalise(result.answer) for g in golds
-                    ),
-                    "citation_precision": (sum(1 for c in cited if c in gold_ids) / len(cited))
-                    if cited
-                    else 0.0,
-                    "gold_cited": any(c in gold_ids for c in cited),
-                    "planning_ms": timings.get("planning_ms", 0.0),
-                    "retrieval_ms": timings.get("retrieval_ms", 0.0),
-                    "ttft_ms": timings.get("time_to_first_token_ms", 0.0),
-                    "generation_ms": timings.get("generation_ms", 0.0),
-                    "total_ms": timings.get("total_ms", 0.0),
-                    "overhead_ms": timings.get("total_ms", 0.0)
-                    - timings.get("retrieval_ms", 0.0)
-                    - timings.get("generation_ms", 0.0),
-                }
-            )
-            progress.advance(task)
-    return rows
+        runner = Runner(
+            SessionEngine(engine),
+            bench_dataset(queries, path),
+            store,
+            options=RunOptions(k=10, warm_up=False),
+            on_progress=lambda done, total, row: progress.update(task, completed=done),
+        )
+        asyncio.run(runner.run())
+    rows = store.rows()
+    errors = [row["error"] for row in rows if row.get("error")]
+    if errors:
+        raise SystemExit(f"{len(errors)} questions failed, e.g. {errors[0]}")
+    return [bench_row(row) for row in rows]
 
 
 def summarise(rows: list[dict[str, Any]], generator: str) -> dict[str, Any]:
@@ -125,6 +151,10 @@ def summarise(rows: list[dict[str, Any]], generator: str) -> dict[str, Any]:
         }
         for key in ("planning_ms", "retrieval_ms", "ttft_ms", "generation_ms", "total_ms", "overhead_ms")
     }
+    korean = {
+        name: round(statistics.fmean(r["korean"][name] for r in rows), 4) if rows else float("nan")
+        for name in ("exact_match", "char_f1", "contained")
+    }
     return {
         "generator": generator,
         "questions": len(rows),
@@ -133,6 +163,7 @@ def summarise(rows: list[dict[str, Any]], generator: str) -> dict[str, Any]:
         "contained": mean("contained"),
         "citation_precision": mean("citation_precision"),
         "gold_cited": mean("gold_cited"),
+        "korean": korean,
         "latency_ms": latency,
     }
 
@@ -144,24 +175,30 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="reuse this data directory (kept)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--runs-dir", type=Path, help="keep the evaluation run here (default: removed)")
     args = parser.parse_args()
+    if args.runs_dir is not None and (args.runs_dir / "answers" / "run.json").exists():
+        parser.error(f"--runs-dir {args.runs_dir} already holds a run; give an empty or new directory")
 
     console = Console(stderr=True)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="hanrag-answers-"))
+    runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="hanrag-answers-runs-"))
     engine = Engine(load_settings(data_dir=data_dir))
     try:
         passages = load_jsonl(args.corpus)
         queries = load_jsonl(args.queries)[: args.limit]
-        doc_to_passage, _counts, _seconds = ingest_corpus(engine, passages, console)
+        ingest_corpus(engine, passages, console)
         asyncio.run(
             engine.ask_result("워밍업 질문입니다", caller=SYSTEM)
         )  # load models and postings before timing
-        rows = asyncio.run(run_queries(engine, queries, doc_to_passage, console))
+        rows = run_queries(engine, queries, args.queries, runs_dir, console)
         summary = summarise(rows, engine.generator.name)
     finally:
         engine.close()
         if args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
+        if args.runs_dir is None:
+            shutil.rmtree(runs_dir, ignore_errors=True)
 
     if args.json:
         sys.stdout.write(json.dumps(summary, ensure_ascii=False) + "\n")
@@ -176,6 +213,11 @@ def main() -> None:
         )
     )
     Console().print(table)
+    korean = Table(title="Korean normalisation (hanrag eval: particles and copulas dropped too)")
+    for column in ("exact match", "char F1", "contained"):
+        korean.add_column(column, justify="right")
+    korean.add_row(*(f"{summary['korean'][k]:.3f}" for k in ("exact_match", "char_f1", "contained")))
+    Console().print(korean)
     latency = Table(title="latency (ms)")
     latency.add_column("stage")
     latency.add_column("p50", justify="right")

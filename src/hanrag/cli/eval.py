@@ -421,24 +421,18 @@ def eval_report(
     ] = None,
 ) -> None:
     """A self-contained HTML report of RUN (opens offline), and/or its data as JSON."""
-    if out is None and json_out is None:
-        fail(
-            InvalidInputError(
-                "give --out FILE.html and/or --json FILE.json", code="invalid_option", field="out"
-            )
-        )
 
-    def work() -> dict[str, Any]:
+    def work() -> int:
+        if out is None and json_out is None:
+            raise InvalidInputError("give --out FILE.html and/or --json FILE.json", code="invalid_option")
         data_dir = _data_dir()
         store = find_run(data_dir, run_key)
         reference = find_run(data_dir, baseline) if baseline else None
-        data = write_report(store, out, baseline=reference, json_out=json_out)
-        return {"run": store.run_id, "questions": len(data["questions"]), "baseline": baseline}
+        return len(write_report(store, out, baseline=reference, json_out=json_out)["questions"])
 
-    result = run(work)
-    for path in (out, json_out):
-        if path is not None:
-            console.print(f"[green]wrote[/] {escape(str(path))} ({result['questions']} questions)")
+    questions = run(work)
+    for path in (p for p in (out, json_out) if p is not None):
+        console.print(f"[green]wrote[/] {escape(str(path))} ({questions} questions)")
 
 
 # ------------------------------------------------------------------- sweep
@@ -499,20 +493,22 @@ def eval_sweep(
             task = progress.add_task(store.sweep_id, total=len(configs) * len(dataset.items), status="")
 
             def advanced(done: int, total: int, count: int, questions: int, config_id: str) -> None:
-                progress.update(
-                    task, completed=done * questions + count, status=f"{done + 1}/{total} {config_id}"
-                )
+                status = f"{done + 1}/{total} {config_id}"
+                progress.update(task, completed=done * questions + count, status=status)
 
+            def ingested(done: int, total: int, counts: dict[str, int]) -> None:
+                progress.update(task, status=f"ingesting the corpus {done}/{total}")
+
+            options: dict[str, Any] = {"tolerance": tolerance, "concurrency": concurrency, "notes": notes}
             return run_sweep(
                 dataset,
                 configs,
                 store,
                 base,
                 open_engine,
-                tolerance=tolerance,
-                concurrency=concurrency,
-                notes=notes,
                 on_progress=advanced,
+                on_ingest=ingested,
+                **options,
             )
 
     data = run(work)
@@ -562,7 +558,7 @@ def eval_synth(
 
     def work() -> dict[str, Any]:
         if role not in ("judge", "answer"):
-            raise InvalidInputError("--generator must be judge or answer", field="generator")
+            raise InvalidInputError("--generator: judge or answer", code="invalid_option", field="generator")
         with engine_session() as engine:
             order = (
                 engine.generators.get(role),
