@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
 
+from sql_support import reachable  # (tests/ is on sys.path)
+
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_PASSWORD = "Db-s3cret-never-SHOWN"
 NOTES = [
@@ -50,17 +52,6 @@ def make_notes_db(url: str, rows: int = len(NOTES)) -> str:
         conn.execute(nokey.insert().values(a="x", b="y"))
     engine.dispose()
     return url
-
-
-def reachable(url: str) -> bool:
-    try:
-        engine = create_engine(url, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 def scratch_postgres() -> tuple[str, str] | None:

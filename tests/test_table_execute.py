@@ -30,6 +30,7 @@ from hanrag.tables.execute import (
     run_read_only,
     sqlglot_dialect,
 )
+from sql_support import reachable  # (tests/ is on sys.path)
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/?charset=utf8mb4"
@@ -56,17 +57,6 @@ WRITES = [
     "DROP TABLE shipments",
     "CREATE TABLE hacked (a INTEGER)",
 ]
-
-
-def _reachable(url: str) -> bool:
-    try:
-        engine = create_engine(url, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 # A function that writes, called from a SELECT: what a validator gap could let through.
@@ -110,7 +100,7 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     urls: dict[str, str | None] = {}
     urls["sqlite"] = f"sqlite:///{tmp_path_factory.mktemp('sqlexec') / 'shop.db'}"
     _populate(urls["sqlite"])
-    pg_up, maria_up = _reachable(PG_ADMIN), _reachable(MARIADB_ADMIN)
+    pg_up, maria_up = reachable(PG_ADMIN), reachable(MARIADB_ADMIN)
     urls["postgresql"] = urls["mariadb"] = None
     try:  # dropped even when populating fails
         if pg_up:
