@@ -1,7 +1,8 @@
 // The administration page (admins): dashboard, users, groups, API keys (shown once),
-// audit log with filters, model status and feedback.
+// audit log with filters, model status, feedback and evaluation runs (evaluation.js).
 
 import { api } from "./api.js";
+import { evaluation } from "./evaluation.js";
 import { chart } from "./charts.js";
 import { $, clear, copyText, errorBox, h, openDialog, toast } from "./dom.js";
 import { FEEDBACK_REASONS, ROLES, errorMessage, formatDateTime, formatNumber } from "./i18n.js";
@@ -14,6 +15,7 @@ const TABS = [
   ["audit", "감사 로그"],
   ["models", "모델 상태"],
   ["feedback", "피드백"],
+  ["eval", "평가"],
 ];
 const REASONS = Object.fromEntries(FEEDBACK_REASONS);
 
@@ -392,7 +394,7 @@ async function feedback(node) {
   );
 }
 
-const RENDER = { dashboard, users, groups, keys, audit, models, feedback };
+const RENDER = { dashboard, users, groups, keys, audit, models, feedback, eval: evaluation };
 
 function show(tab) {
   current = tab;

@@ -361,3 +361,18 @@ export async function download(path, fallbackName) {
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
 }
+
+/** Open an HTML page the API serves (with the access token) in a new tab, from a blob URL. */
+export async function openHtml(path) {
+  const response = await send("GET", url(path), {});
+  if (!response.ok) throw await errorFrom(response);
+  const blob = new Blob([await response.blob()], { type: "text/html" });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.target = "_blank";
+  link.rel = "noopener";
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+}

@@ -51,6 +51,9 @@ const ERRORS = {
   document_not_found: "문서를 찾을 수 없습니다 (없거나 열람 권한이 없습니다).",
   session_not_found: "대화를 찾을 수 없습니다.",
   job_not_found: "작업을 찾을 수 없습니다.",
+  run_not_found: "평가 실행을 찾을 수 없습니다.",
+  invalid_run_name: "평가 실행 이름이 올바르지 않습니다.",
+  run_corrupt: "평가 실행 파일을 읽을 수 없습니다.",
   method_not_allowed: "이 서버가 지원하지 않는 기능입니다.",
   // files
   unsupported_format: "지원하지 않는 파일 형식입니다.",

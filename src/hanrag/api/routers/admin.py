@@ -182,3 +182,10 @@ async def stats(
     "ratio"}, "documents": {"indexed", "indexing", "failed", "total"}}`` from hanrag's own
     tables (see :meth:`hanrag.answer.feedback.FeedbackService.stats`)."""
     return await asyncio.to_thread(get_engine(request).feedback.stats, caller=caller, days=days, tz=tz)
+
+
+# The evaluation runs' pages (admins only, /admin/eval/...) ride on this router, so that
+# registering the administration registers them too.
+from hanrag.api.routers import evaluation  # noqa: E402
+
+router.include_router(evaluation.router)
