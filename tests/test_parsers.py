@@ -622,7 +622,8 @@ def test_para_text_control_characters() -> None:
         + "다".encode("utf-16-le")
         + units(0x0D)
     )
-    assert decode_para_text(payload) == "가나\t😀\n다"
+    # The table anchor stands between words: it reads as a space (issue 18 item 7).
+    assert decode_para_text(payload) == "가 나\t😀\n다"
 
 
 # --- registry: sniffing, limits, refusals -----------------------------------------------------

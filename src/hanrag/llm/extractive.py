@@ -4,7 +4,12 @@ The embedded default needs no language model. Each sentence of the top sources
 is scored by how much of the question it covers (Kiwi morphemes and character
 bigrams, weighted by their rarity among the candidate sentences), by whether it
 holds the kind of thing the question asks for (a number for 몇/얼마, a date for
-언제, a name for 누구 ...), and by its passage's rank. The best sentences are
+언제, a name for 누구 ...), by whether its numeric ranges hold the question's
+quantities (``3년차`` meets ``3년 이상 5년 미만`` and not ``1년 미만``, see
+:mod:`hanrag.llm.numeric_ranges`), and by its passage's rank. A table row
+(``근속 연수: 3년 이상 5년 미만, 연차휴가 일수: 16일`` as the parsers render
+rows) is a candidate like a sentence and is quoted with its headers, the cells
+that meet the question first (``근속 연수 3년 이상 5년 미만 → 연차휴가 일수 16일``). The best sentences are
 returned in document order, each cited as [n]; when no sentence shares a
 content word with the question the answer says so plainly, in the words the request's
 ``replies`` give (the answer layer sets them).
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many, sentences
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Source, Turn
+from hanrag.llm.numeric_ranges import Span, fit, spans
 from hanrag.lru import LruCache
 
 _NUMBER = re.compile(r"\d")
@@ -32,6 +38,12 @@ _AMOUNT = re.compile(r"\d[\d,.]*\s*(?:원|달러|만|억|조|%|퍼센트|명|개
 _SENTENCE_END = re.compile(r"(?:[.?!。]|다|요|음|함|임)[\"')\]]*$")
 _HEADING_MAX_CHARS = 30
 _QUOTED = re.compile(r"[\"'“”‘’「」『』《》〈〉]")
+# A rendered table row: ``헤더: 값, 헤더: 값`` (``tabular.render_row``); cells split before ``, 헤더:``.
+_ROW = re.compile(r"^[^:,\n]{1,40}: .+, [^:,\n]{1,40}: ")
+_CELL_SPLIT = re.compile(r", (?=[^:,\n]{1,40}: )")
+# Weight of a range that holds the question's quantity; a candidate whose ranges exclude it is scaled down.
+_RANGE_BONUS = 0.15
+_RANGE_EXCLUDED = 0.7
 
 # Question cues -> a check on the candidate sentence.
 _CUES: list[tuple[re.Pattern[str], re.Pattern[str]]] = [
@@ -70,6 +82,7 @@ class _Sentence:
     key: str  # whitespace-normalised, to skip sentences repeated by overlapping chunks
     morphemes: frozenset[str]
     bigrams: frozenset[str]
+    spans: tuple[Span, ...] = ()
 
 
 class _PassageAnalyses:
@@ -117,7 +130,14 @@ class _PassageAnalyses:
         tokens = iter(morpheme_tokens_many([t for numbered in split for _p, t in numbered]))
         return {
             text: tuple(
-                _Sentence(p, t, " ".join(t.split()), frozenset(next(tokens)), frozenset(char_bigrams(t)))
+                _Sentence(
+                    p,
+                    t,
+                    " ".join(t.split()),
+                    frozenset(next(tokens)),
+                    frozenset(char_bigrams(t)),
+                    tuple(spans(t)),
+                )
                 for p, t in numbered
             )
             for text, numbered in zip(texts, split, strict=True)
@@ -131,6 +151,8 @@ class _Candidate:
     text: str
     morphemes: frozenset[str]
     bigrams: frozenset[str]
+    spans: tuple[Span, ...] = ()
+    row: bool = False  # a rendered table row of a table chunk
     score: float = 0.0
 
 
@@ -171,12 +193,19 @@ class ExtractiveGenerator:
         seen: set[str] = set()
         used = sources[: self.max_sources]
         for source, analysed in zip(used, self.analyses.get_many([s.text for s in used]), strict=True):
+            table = source.hit.chunk.kind == "table"
             for sentence in analysed:
                 if sentence.key not in seen:  # overlapping chunks repeat sentences
                     seen.add(sentence.key)
                     candidates.append(
                         _Candidate(
-                            source, sentence.position, sentence.text, sentence.morphemes, sentence.bigrams
+                            source,
+                            sentence.position,
+                            sentence.text,
+                            sentence.morphemes,
+                            sentence.bigrams,
+                            sentence.spans,
+                            row=table and bool(_ROW.match(sentence.text)),
                         )
                     )
         return candidates
@@ -202,6 +231,7 @@ class ExtractiveGenerator:
         bigram_cover = self._coverage(query_bigrams, [c.bigrams for c in candidates])
         cues = [check for cue, check in _CUES if cue.search(question)]
         wants_name = bool(_WHO_WHERE.search(question))
+        asked = spans(question)
         for candidate, m_cover, b_cover in zip(candidates, morpheme_cover, bigram_cover, strict=True):
             score = 0.6 * m_cover + 0.4 * b_cover
             if score == 0:
@@ -211,9 +241,19 @@ class ExtractiveGenerator:
                 score += 0.1
             if wants_name and (_QUOTED.search(candidate.text) or _NUMBER.search(candidate.text)):
                 score += 0.03
+            if asked:
+                meets = fit(asked, list(candidate.spans))
+                if meets > 0:
+                    score += _RANGE_BONUS * meets
+                elif meets < 0:
+                    score *= _RANGE_EXCLUDED
             # Earlier-ranked passages are more likely to hold the answer.
             score += 0.12 / candidate.source.n
-            if len(candidate.text) < _HEADING_MAX_CHARS and not _SENTENCE_END.search(candidate.text):
+            if (
+                not candidate.row
+                and len(candidate.text) < _HEADING_MAX_CHARS
+                and not _SENTENCE_END.search(candidate.text)
+            ):
                 score *= 0.5
             candidate.score = score
         ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
@@ -246,7 +286,33 @@ class ExtractiveGenerator:
         if not chosen:
             yield GenerationChunk(request.replies.not_found, finish_reason="stop")
             return
+        asked = spans(request.question)
         for i, candidate in enumerate(chosen):
             separator = " " if i else ""
-            yield GenerationChunk(f"{separator}{candidate.text} [{candidate.source.n}]")
+            text = render_row(candidate.text, asked) if candidate.row else candidate.text
+            yield GenerationChunk(f"{separator}{text} [{candidate.source.n}]")
         yield GenerationChunk("", finish_reason="stop")
+
+
+def render_row(row: str, asked: list[Span]) -> str:
+    """A rendered table row as an answer: the cells that meet the question (or the first
+    cell) as the condition, then ``→`` and the other cells, each with its header.
+
+    ``근속 연수: 3년 이상 5년 미만, 연차휴가 일수: 16일`` → ``근속 연수 3년 이상 5년 미만 →
+    연차휴가 일수 16일``.
+    """
+    cells = _CELL_SPLIT.split(row)
+    if len(cells) < 2:
+        return row
+    meeting = [i for i, cell in enumerate(cells) if asked and fit(asked, spans(cell)) > 0]
+    keys = set(meeting or [0])
+    if len(keys) == len(cells):
+        keys = {0}
+
+    def plain(cell: str) -> str:
+        name, _, value = cell.partition(": ")
+        return f"{name} {value}" if value else cell
+
+    condition = ", ".join(plain(cells[i]) for i in sorted(keys))
+    rest = ", ".join(plain(cell) for i, cell in enumerate(cells) if i not in keys)
+    return f"{condition} → {rest}"

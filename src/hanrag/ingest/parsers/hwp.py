@@ -79,9 +79,15 @@ _TAG_TABLE = _HWPTAG_BEGIN + 61
 _SINGLE_UNIT_CONTROLS = frozenset({0, 10, 13, *range(24, 32)})
 _CONTROL_REPLACEMENTS = {9: "\t", 10: "\n", 24: "-", 30: " ", 31: " "}
 _CONTROL_UNITS = 8
+# Extended controls that anchor an object read elsewhere (11: table or drawing object,
+# 15: hidden comment, 16: header/footer, 17: footnote/endnote) stand between words:
+# they become a space, so ``표[table]끝`` does not read ``표끝``. Field starts and ends
+# (3, 4) and bookmarks (22) sit inside words and vanish.
+_OBJECT_CONTROLS = frozenset({11, 15, 16, 17})
 
-# Controls whose text is not document content: running heads and hidden comments.
-_SKIPPED_CONTROL_IDS = frozenset({"head", "foot", "tcmt"})
+# Controls whose text is not document content: hidden comments. Headers and footers
+# (``head``, ``foot``) are read once each, as HWPX's are.
+_SKIPPED_CONTROL_IDS = frozenset({"tcmt"})
 _OUTLINE_STYLE = re.compile(r"^(?:개요|outline)\s*\d+$", re.IGNORECASE)
 
 
@@ -277,7 +283,7 @@ def decode_para_text(payload: bytes) -> str:
             continue
         # Decode the plain run before the control as a whole, so surrogate pairs stay intact.
         parts.append(payload[run_start:position].decode("utf-16-le", errors="replace"))
-        parts.append(_CONTROL_REPLACEMENTS.get(unit, ""))
+        parts.append(" " if unit in _OBJECT_CONTROLS else _CONTROL_REPLACEMENTS.get(unit, ""))
         position += 2 if unit in _SINGLE_UNIT_CONTROLS else 2 * _CONTROL_UNITS
         run_start = position
     parts.append(payload[run_start:length].decode("utf-16-le", errors="replace"))

@@ -51,8 +51,12 @@ if TYPE_CHECKING:
 HWPX_MIMETYPE = b"application/hwp+zip"
 _SECTION_PART = re.compile(r"^Contents/section(\d+)\.xml$", re.IGNORECASE)
 _OUTLINE_STYLE = re.compile(r"^(?:개요|outline)\s*\d+$", re.IGNORECASE)
-# Running heads, page numbers and hidden notes repeat or say nothing about the content.
-_SKIPPED_CONTROLS = frozenset({"header", "footer", "pageNum", "pageHiding", "hiddenComment"})
+# Page numbers and hidden notes say nothing about the content. Headers and footers are
+# read once each (where they are defined), as the HWP parser reads them.
+_SKIPPED_CONTROLS = frozenset({"pageNum", "pageHiding", "hiddenComment"})
+# Run children that are not objects standing between words: section and column settings,
+# fields (hyperlinks start and end inside words), composed characters and ruby text.
+_IN_WORD = frozenset({"t", "secPr", "ctrl", "compose", "dutmal"})
 _INLINE_CHARACTERS = {"tab": "\t", "lineBreak": "\n", "nbSpace": " ", "fwSpace": " ", "hyphen": "-"}
 
 
@@ -248,11 +252,17 @@ class _SectionWalker:
                     text = []
                     self._table(child)
                 elif name == "ctrl":
-                    nested.extend(
+                    found = [
                         sub for control in child if _local(control) not in _SKIPPED_CONTROLS
                         for sub in _sub_lists(control)
-                    )  # fmt: skip
+                    ]  # fmt: skip
+                    if found:  # a footnote or header anchored here stands between words
+                        text.append(" ")
+                    nested.extend(found)
                 else:
+                    if name not in _IN_WORD:
+                        # A picture, shape or equation between two words keeps them apart.
+                        text.append(" ")
                     nested.extend(_sub_lists(child))
         self._emit(paragraph, "".join(text))
         for sub_list in nested:
