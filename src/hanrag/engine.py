@@ -59,6 +59,9 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        from hanrag.korean.vocabulary import activate  # the company vocabulary, read lazily
+
+        activate(settings.data_dir)
         self._build_lock = threading.RLock()
 
     # ------------------------------------------------------------ components

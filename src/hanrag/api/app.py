@@ -248,6 +248,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         openai_compat,
         sessions,
         sources,
+        vocab,
     )
 
     app.include_router(health.router)
@@ -261,6 +262,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(feedback.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(sources.router, prefix="/api/v1")
+    app.include_router(vocab.router, prefix="/api/v1")
     app.include_router(openai_compat.router, prefix="/v1")
     app.include_router(legacy.router)
 

@@ -224,6 +224,7 @@ def _register_commands() -> None:
         ops,
         search,
         sources,
+        vocab,
     )
 
     admin.register(app)

@@ -18,6 +18,7 @@ from hanrag.domain import SearchFilters, SearchResult, from_epoch, to_epoch
 from hanrag.embed.manager import CachingEmbedder
 from hanrag.errors import InvalidInputError
 from hanrag.index.base import Index, IndexQuery
+from hanrag.korean import vocabulary
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, require_text
 from hanrag.settings import RetrievalSettings
 
@@ -119,11 +120,17 @@ class Retriever:
         vector = self.embedder.embed_query(text) if signal_weights["dense"] > 0 else None
         embedded = time.perf_counter()
         raise_if_cancelled()
+        # The company vocabulary: stop-words out, synonyms in (lexical tokens only).
+        morphemes, bigrams = vocabulary.current().expand_query(
+            text,
+            morpheme_tokens(text) if signal_weights["bm25"] > 0 else [],
+            char_bigrams(text) if signal_weights["bigram"] > 0 else [],
+        )
         hits = self.index.search(
             IndexQuery(
                 vector=vector,
-                morphemes=morpheme_tokens(text) if signal_weights["bm25"] > 0 else [],
-                bigrams=char_bigrams(text) if signal_weights["bigram"] > 0 else [],
+                morphemes=morphemes if signal_weights["bm25"] > 0 else [],
+                bigrams=bigrams if signal_weights["bigram"] > 0 else [],
                 k=k,
                 filters=filters,
                 fusion=fusion,

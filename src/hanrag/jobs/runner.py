@@ -32,6 +32,8 @@ from hanrag.jobs.base import FINAL_STATES, JobRecord, JobStore, now_iso
 from hanrag.jobs.callbacks import deliver
 from hanrag.jobs.sql_sync import KIND as SQL_SYNC
 from hanrag.jobs.sql_sync import run_sql_sync
+from hanrag.jobs.vocab_reindex import KIND as VOCAB_REINDEX
+from hanrag.jobs.vocab_reindex import run_vocab_reindex
 
 if TYPE_CHECKING:
     from hanrag.engine import Engine
@@ -277,6 +279,8 @@ def _attempt(
         return _until_cancelled(store, record.id, _ask(engine, record), engine.settings.jobs.cancel_poll_s)
     if record.kind == SQL_SYNC:
         return run_sql_sync(engine, store, record, caller_of(record))
+    if record.kind == VOCAB_REINDEX:
+        return run_vocab_reindex(engine, store, record)
     return _ingest(engine, store, record)
 
 

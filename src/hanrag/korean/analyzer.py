@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,18 +30,72 @@ _load_lock = threading.Lock()
 # and a query needs well under a millisecond, so contention is negligible.
 _lock = threading.Lock()
 _kiwi: Kiwi | None = None
+# The company dictionary (:mod:`hanrag.korean.vocabulary`): (word, tag) pairs given to Kiwi,
+# the generation counted up at each change (caches of analysed text key on it), and the
+# hook that checks, cheaply, whether the dictionary changed in another process.
+_user_words: tuple[tuple[str, str], ...] = ()
+_generation = 0
+_refresh_hook: Callable[[], None] | None = None
+
+
+def _new_kiwi(words: Iterable[tuple[str, str]]) -> Kiwi:
+    from kiwipiepy import Kiwi
+
+    analyser = Kiwi()
+    for word, tag in words:
+        analyser.add_user_word(word, tag, 0.0)
+    return analyser
 
 
 def kiwi() -> Kiwi:
-    """The process-wide Kiwi instance (about 1.5 s and 100 MB to load)."""
+    """The process-wide Kiwi instance (about 1.5 s and 100 MB to load), with the company
+    dictionary applied."""
     global _kiwi
+    if _refresh_hook is not None:
+        _refresh_hook()
     if _kiwi is None:
         with _load_lock:
             if _kiwi is None:
-                from kiwipiepy import Kiwi
-
-                _kiwi = Kiwi()
+                _kiwi = _new_kiwi(_user_words)
     return _kiwi
+
+
+def set_refresh_hook(hook: Callable[[], None] | None) -> None:
+    """Called before each use of the analyser (it must not call :func:`kiwi` itself)."""
+    global _refresh_hook
+    _refresh_hook = hook
+
+
+def set_user_words(words: Iterable[tuple[str, str]]) -> bool:
+    """Make Kiwi's user dictionary exactly ``words`` ((word, tag) pairs); True if it changed.
+
+    New words are added to the loaded analyser; a removed word (or a changed tag) needs a
+    fresh analyser, since Kiwi cannot forget a word: it is built, then swapped in.
+    """
+    global _kiwi, _user_words, _generation
+    wanted = tuple(sorted(set(words)))
+    with _load_lock:
+        if wanted == _user_words:
+            return False
+        if _kiwi is not None:
+            added = set(wanted) - set(_user_words)
+            if set(_user_words) <= set(wanted):
+                with _lock:
+                    for word, tag in sorted(added):
+                        _kiwi.add_user_word(word, tag, 0.0)
+            else:
+                fresh = _new_kiwi(wanted)
+                with _lock:
+                    _kiwi = fresh
+        _user_words = wanted
+        _generation += 1
+    return True
+
+
+def dictionary_generation() -> int:
+    """Counted up whenever the user dictionary changes: a cache of analysed text keyed
+    on it (or cleared when it moves) never serves an analysis made with an older one."""
+    return _generation
 
 
 def normalize(text: str) -> str:
