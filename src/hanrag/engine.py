@@ -8,6 +8,7 @@ lists documents never loads a model.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ from hanrag.store.catalog import Catalog, matches
 from hanrag.store.db import make_engine
 from hanrag.store.models import ChatSessionRow, DocumentRow, MessageRow
 from hanrag.store.sessions import SessionStore
+from hanrag.store.writegate import WriteGate
 
 if TYPE_CHECKING:
     from hanrag.answer.engine import AnswerEngine, AskOptions
@@ -63,6 +65,10 @@ class Engine:
 
         activate(settings.data_dir)
         self._build_lock = threading.RLock()
+        if settings.offline:
+            # Libraries that fetch models on first use (sentence-transformers) stay off the network.
+            for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+                os.environ.setdefault(name, "1")
 
     # ------------------------------------------------------------ components
 
@@ -478,8 +484,9 @@ class Engine:
         row = self.get_document(key, caller=caller)
         acl = check_grant(caller.principals, acl)
         actor = caller.name or "system"
-        self.index.set_document_acl(row.id, acl)
-        updated = self.catalog.upsert(row.id, acl=acl)
+        with WriteGate(self.settings.data_dir).writing():  # index and catalog agree in a backup
+            self.index.set_document_acl(row.id, acl)
+            updated = self.catalog.upsert(row.id, acl=acl)
         self.audit.record(actor, "acl_change", target=row.id, detail={"from": list(row.acl or []), "to": acl})
         return updated
 

@@ -1,5 +1,6 @@
 """Which network destinations the server may call: one policy for every URL a caller
-or an operator names (job callbacks today; image URLs and model providers later).
+or an operator names (job callbacks, image URLs), and the rule of ``offline: true``
+(:func:`offline_refusal`) for every URL at all.
 
 * With no allow-list: anywhere except loopback, "this host" (``0.0.0.0/8``, ``::``),
   link-local (``169.254.0.0/16``, ``fe80::/10``), multicast, reserved and cloud-metadata
@@ -9,6 +10,11 @@ or an operator names (job callbacks today; image URLs and model providers later)
   covers (loopback included); a name entry (``hooks.example.com``, or ``*.example.com``
   for its subdomains) allows that name when every address it resolves to is allowed by a
   CIDR entry or is not one of the addresses refused by default.
+
+* Offline (``offline: true``, for closed networks): every URL — configured (providers,
+  embedding server, catalog, Redis, Milvus, SQL sources, the legacy push URL) or requested
+  (image URLs, job callbacks) — must name a loopback host or one of ``offline_allow``;
+  names are matched as written, never resolved (a lookup is already traffic).
 
 Pure functions of a host, its resolved addresses and the configured entries: resolving
 is the caller's business (so that it can pin the connection to what was checked).
@@ -20,7 +26,8 @@ import functools
 import ipaddress
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -176,3 +183,47 @@ def credentials_go_to(host: str, addresses: list[IPAddress], entries: list[str])
         return False
     networks, names = _rules(tuple(entries))
     return _name_matches(host, names) or all(_covered(ip, networks) for ip in addresses)
+
+
+# Host names that always mean this machine (no lookup needed to know it).
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def _hosts_of(target: str) -> list[str]:
+    """The hosts a URL (or a bare ``host[:port]``) names, lower-case, without brackets or a
+    final dot; none for a URL without one (a file path, ``sqlite:///...``, ``unix://``)."""
+    text = target.strip()
+    if "://" not in text:
+        text = f"//{text}"
+    netloc = urlsplit(text).netloc.rpartition("@")[2]
+    hosts: list[str] = []
+    for part in netloc.split(","):  # PostgreSQL URLs may list several hosts
+        part = part.strip()
+        if part.startswith("["):
+            host = part[1:].partition("]")[0]
+        else:
+            host = part.rpartition(":")[0] if part.count(":") == 1 else part
+        host = host.strip().rstrip(".").lower()
+        if host:
+            hosts.append(host)
+    return hosts
+
+
+def offline_refusal(target: str, allow: Sequence[str]) -> str | None:
+    """The offline rule: None when every host of ``target`` (a URL or a bare host) is
+    loopback (``127.0.0.0/8``, ``::1``, ``localhost``) or covered by ``allow`` (entries as
+    :func:`normalize_host_entries` takes them: names, ``*.names``, IPs, CIDRs); otherwise
+    why not, naming the host. A URL with no host (a local file) is allowed. Names are
+    matched as written and never resolved, so nothing here touches the network."""
+    networks, names = _rules(tuple(allow))
+    for host in _hosts_of(target):
+        try:
+            ip = canonical(ipaddress.ip_address(host.split("%", 1)[0]))
+        except ValueError:
+            if host in _LOOPBACK_NAMES or host.endswith(".localhost") or _name_matches(host, names):
+                continue
+        else:
+            if ip.is_loopback or _covered(ip, networks):
+                continue
+        return f"{host} is neither loopback nor listed in offline_allow (offline mode)"
+    return None

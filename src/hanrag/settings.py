@@ -370,6 +370,42 @@ class TableSettings(BaseModel):
     scheduler_poll_s: float = Field(30.0, gt=0)
 
 
+class FolderSourceSettings(BaseModel):
+    """A folder kept in sync by the job scheduler (``sources.folders``): every
+    ``interval_minutes`` an ingestion job with sync semantics adds new files, updates
+    changed ones and removes the documents of vanished ones, as ``hanrag sync`` does."""
+
+    path: Path
+    interval_minutes: int = Field(60, ge=1, le=60 * 24 * 31)
+    # Who may read its documents (None: .hanrag-acl files, else ingest.default_acl).
+    acl: list[str] | None = None
+    # Globs (None: ingest.include; ingest.exclude always applies).
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return Path(os.path.expanduser(value)) if isinstance(value, str) else value
+
+
+class SourceSettings(BaseModel):
+    """Sources synced on a schedule besides the SQL sources kept in the catalog."""
+
+    folders: list[FolderSourceSettings] = Field(default_factory=list, max_length=200)
+
+    @field_validator("folders")
+    @classmethod
+    def _distinct(cls, value: list[FolderSourceSettings]) -> list[FolderSourceSettings]:
+        seen: set[str] = set()
+        for folder in value:
+            key = str(folder.path.absolute())
+            if key in seen:
+                raise ValueError(f"{folder.path} is listed twice")
+            seen.add(key)
+        return value
+
+
 class IndexSettings(BaseModel):
     backend: Literal["local", "milvus"] = "local"
     # A milvus-lite file path (e.g. ./hanrag-data/milvus.db) or a server URI (http://host:19530).
@@ -419,6 +455,26 @@ class Settings(BaseSettings):
     images: ImageSettings = Field(default_factory=ImageSettings)
     # Redis for state shared by several server processes (rate limits) and the job queue.
     redis_url: str = ""
+    sources: SourceSettings = Field(default_factory=SourceSettings)
+    # Closed networks: every URL configured (providers, embedding server, catalog, Redis,
+    # Milvus, SQL sources, the legacy push URL) or requested (image URLs, job callbacks)
+    # must name a loopback host or one of offline_allow (host names as written, *.names,
+    # IPs, CIDRs; see hanrag.netpolicy.offline_refusal); others are refused with the code
+    # offline_refused, at start-up or on the request.
+    offline: bool = False
+    offline_allow: list[str] = Field(default_factory=list)
+
+    @field_validator("offline_allow")
+    @classmethod
+    def _offline_entries(cls, value: list[str]) -> list[str]:
+        from hanrag.netpolicy import normalize_host_entries
+
+        return normalize_host_entries(value)
+
+    @property
+    def offline_policy(self) -> list[str] | None:
+        """The hosts besides loopback that may be reached in offline mode (None: not offline)."""
+        return list(self.offline_allow) if self.offline else None
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ import httpx
 from hanrag.answer.prompts import PromptSet, image_description_prompt
 from hanrag.errors import InvalidInputError
 from hanrag.llm.base import GenerationOptions, Generator, ImageInput, Turn
-from hanrag.netpolicy import destination_allowed
+from hanrag.netpolicy import destination_allowed, offline_refusal
 from hanrag.settings import ImageSettings
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -91,10 +91,13 @@ def _host_allowed(host: str, settings: ImageSettings) -> bool:
     return bool(addresses) and destination_allowed(host, addresses, list(settings.url_allow))
 
 
-async def fetch_image(url: str, settings: ImageSettings) -> bytes:
+async def fetch_image(url: str, settings: ImageSettings, offline: list[str] | None = None) -> bytes:
+    """``offline``: the ``offline_allow`` entries in offline mode (None: not offline)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _invalid("an image URL must be http(s)")
+    if offline is not None and (why := offline_refusal(url, offline)) is not None:
+        raise _invalid(f"the image URL is refused: {why}", "offline_refused")
     allowed = await asyncio.to_thread(_host_allowed, parts.hostname, settings)
     if not allowed:
         raise _invalid(
@@ -123,7 +126,7 @@ async def fetch_image(url: str, settings: ImageSettings) -> bytes:
     return b"".join(chunks)
 
 
-async def load_image(value: Any, settings: ImageSettings) -> ImageInput:
+async def load_image(value: Any, settings: ImageSettings, offline: list[str] | None = None) -> ImageInput:
     """One image from what a client sent: a data: URL, base64 text or an allowed http(s) URL."""
     if not isinstance(value, str) or not value.strip():
         raise _invalid("an image must be a base64 string, a data: URL or an http(s) URL")
@@ -134,16 +137,18 @@ async def load_image(value: Any, settings: ImageSettings) -> ImageInput:
     if match:
         data = decode_base64(match.group("data"))
     elif re.match(r"(?i)^https?://", text):
-        data = await fetch_image(text, settings)
+        data = await fetch_image(text, settings, offline)
     else:
         data = decode_base64(text)
     return await asyncio.to_thread(check_image, data, settings)
 
 
-async def load_images(values: Sequence[Any], settings: ImageSettings) -> list[ImageInput]:
+async def load_images(
+    values: Sequence[Any], settings: ImageSettings, offline: list[str] | None = None
+) -> list[ImageInput]:
     if len(values) > settings.max_images:
         raise _invalid(f"at most {settings.max_images} images per question", "too_many_images")
-    return [await load_image(value, settings) for value in values]
+    return [await load_image(value, settings, offline) for value in values]
 
 
 async def describe_images(

@@ -178,6 +178,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             update={"api": settings.api.model_copy(update={"static_dir": WEB_DIR})}
         )
     owns_engine = engine is None
+    from hanrag.ops.offline import check_offline
+
+    check_offline(settings)  # offline mode: a configured URL pointing elsewhere stops the start
     if owns_engine:  # a server process of its own (e.g. a uvicorn worker): log as the settings say
         configure_logging(
             settings.log_level,

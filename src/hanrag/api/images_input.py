@@ -45,4 +45,4 @@ async def question_images(
         return []
     if not vision_available(engine):
         raise InvalidInputError(VISION_UNAVAILABLE, code="vision_unavailable", field="images")
-    return await load_images(values, settings)
+    return await load_images(values, settings, engine.settings.offline_policy)

@@ -137,7 +137,9 @@ def worker(
 
         run(refuse)
     from hanrag.answer.prompts import load_prompts
+    from hanrag.ops.offline import check_offline
 
+    run(lambda: check_offline(loaded))  # offline: a URL pointing elsewhere is refused before taking jobs
     run(lambda: load_prompts(loaded.prompts))  # a bad operator prompt file: refused before taking jobs
     run_worker(loaded, burst=burst)
 

@@ -75,6 +75,9 @@ def config_validate() -> None:
     if loaded.index.backend == "milvus" and not loaded.index.milvus_uri:
         problems.append("index.milvus_uri is required when index.backend is milvus")
     coded = [("invalid_settings", problem) for problem in problems]
+    from hanrag.ops.offline import offline_refusals
+
+    coded.extend(("offline_refused", refused) for refused in offline_refusals(loaded))
     try:
         from hanrag.answer.prompts import load_prompts
 
@@ -179,8 +182,10 @@ def serve(
     import uvicorn
 
     from hanrag.answer.prompts import load_prompts
+    from hanrag.ops.offline import check_offline
 
     loaded = run(settings)
+    run(lambda: check_offline(loaded))  # offline: a URL pointing elsewhere is refused before serving
     run(lambda: load_prompts(loaded.prompts))  # a bad operator prompt file: refused before serving
     if ray:
         try:
@@ -214,6 +219,8 @@ def _register_commands() -> None:
     """Each command module adds its commands to the one app when imported."""
     from hanrag.cli import (  # noqa: F401
         admin,
+        backup,
+        bundle,
         eval,
         feedback,
         ingest,

@@ -41,10 +41,13 @@ def mcp(
                 f"--transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}", field="transport"
             )
         )
+    from hanrag.ops.offline import check_offline
+
+    loaded = run(settings)
+    run(lambda: check_offline(loaded))  # offline: a URL pointing elsewhere is refused before serving
     if transport == "http":
         import uvicorn
 
-        loaded = run(settings)
         with engine_session() as engine:
             app = HanragMCP(engine).http_app(host=host, path=path)
             err_console.print(f"hanrag MCP server on http://{host}:{port}{path}", highlight=False)

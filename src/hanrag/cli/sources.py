@@ -20,6 +20,7 @@ from rich.table import Table
 from hanrag.auth.access import SYSTEM
 from hanrag.cli.common import app, console, engine_session, err_console, print_json, run
 from hanrag.errors import InvalidInputError
+from hanrag.jobs.folder_sync import folder_views
 from hanrag.tables.options import source_from_options
 from hanrag.tables.sync import SyncProgress, SyncReport
 
@@ -150,16 +151,18 @@ def add_sql(
 
 @source_app.command("list")
 def list_sources(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List the SQL sources (URLs masked)."""
+    """List the SQL sources (URLs masked) and the scheduled folders (sources.folders)."""
 
-    def listing() -> list[dict[str, Any]]:
+    def listing() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         with engine_session() as engine:
-            return engine.sources.list(caller=SYSTEM)
+            return [{**v, "kind": "sql"} for v in engine.sources.list(caller=SYSTEM)], folder_views(engine)
 
-    views = run(listing)
+    views, folders = run(listing)
     if as_json:
-        print_json(views)
+        print_json([*views, *folders])
         return
+    if folders:
+        print_folders(folders)
     table = Table("name", "url", "tables", "interval", "last sync", "rows", title="SQL sources")
     for view in views:
         last = view.get("last_sync") or {}
@@ -170,6 +173,25 @@ def list_sources(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
             f"{view['interval_minutes']} min" if view["interval_minutes"] else "-",
             (view.get("last_sync_at") or "-")[:19],
             str(last.get("rows", "-")),
+        )
+    console.print(table)
+
+
+def print_folders(folders: list[dict[str, Any]]) -> None:
+    table = Table("folder", "interval", "next sync", "last sync", "last run", title="Scheduled folders")
+    for view in folders:
+        last = view.get("last_sync") or {}
+        counts = ", ".join(f"{k} {v}" for k, v in sorted((last.get("counts") or {}).items()))
+        error = (last.get("error") or {}).get("code")
+        outcome = (
+            f"{last.get('state', '-')}" + (f" [{error}]" if error else "") + (f": {counts}" if counts else "")
+        )
+        table.add_row(
+            view["path"],
+            f"{view['interval_minutes']} min",
+            (view.get("next_sync_at") or "-")[:19],
+            (view.get("last_sync_at") or "-")[:19],
+            outcome,
         )
     console.print(table)
 

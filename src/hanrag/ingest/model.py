@@ -31,7 +31,8 @@ class IngestRequest:
     ``include``/``exclude``: globs (None: ``ingest.include``; ``ingest.exclude`` and ACL
     files are always excluded); ``acl``: who may read (None: the nearest ACL file, the
     metadata mapping or ``ingest.default_acl``); ``date_override``: the documents' date;
-    ``metadata``: keys given to every document.
+    ``metadata``: keys given to every document; ``sync`` (one folder): the documents of
+    files no longer in it are removed afterwards (a scheduled folder sync's job).
     """
 
     paths: list[Path] = field(default_factory=list)
@@ -41,6 +42,7 @@ class IngestRequest:
     acl: list[str] | None = None
     date_override: datetime | None = None
     metadata: dict[str, str] | None = None
+    sync: bool = False
 
     def as_payload(self) -> dict[str, Any]:
         """The request as an ingestion job stores it (and ``GET /jobs/{id}`` shows it)."""
@@ -62,6 +64,8 @@ class IngestRequest:
             data["date_override"] = self.date_override.isoformat()
         if self.metadata:
             data["metadata"] = dict(self.metadata)
+        if self.sync:
+            data["sync"] = True
         return data
 
     @classmethod
@@ -80,6 +84,7 @@ class IngestRequest:
             acl=list(payload["acl"]) if payload.get("acl") else None,
             date_override=datetime.fromisoformat(when) if when else None,
             metadata=dict(payload["metadata"]) if payload.get("metadata") else None,
+            sync=bool(payload.get("sync", False)) and not upload_dir,
         )
 
 

@@ -45,6 +45,7 @@ from hanrag.ingest.uploads import UploadStore, upload_file_name, upload_source
 from hanrag.korean.analyzer import char_bigrams, morpheme_tokens_many
 from hanrag.settings import Settings
 from hanrag.store.catalog import Catalog
+from hanrag.store.writegate import WriteGate
 
 log = logging.getLogger("hanrag.ingest")
 
@@ -74,6 +75,8 @@ class IngestPipeline:
         self.chunker = chunker
         self.uploads = uploads or UploadStore(settings.data_dir)
         self.acls = AclResolver(settings.ingest)
+        # Each document's group of writes is whole or absent in an online backup.
+        self.gate = WriteGate(settings.data_dir)
 
     def permitted(self, path: Path, principals: list[str] | None) -> bool:
         """Whether a caller may ingest (and hear of) a server-side file: they must be able
@@ -191,11 +194,14 @@ class IngestPipeline:
         mtime_ns: int | None = None,
         force: bool = False,
         principals: list[str] | None = None,
+        on_stored: Callable[[str], None] | None = None,
     ) -> FileOutcome:
         """Ingest one document's bytes; ``force`` re-parses even unchanged content (re-index).
 
         ``principals`` are the caller's (None: unrestricted): a document they cannot read
         is never replaced or re-labelled, and an explicit ACL holds only principals they hold.
+        ``on_stored(document_id)`` runs with the document's writes (under the write gate)
+        unless it failed: an upload keeps its original bytes there.
         """
         started = time.perf_counter()
         acl = self.acls.resolve(None, acl, metadata, principals=principals)
@@ -225,14 +231,19 @@ class IngestPipeline:
         )
         if unchanged and not force:
             assert existing is not None
-            status: OutcomeStatus = "unchanged"
-            if sorted(existing.acl or []) != sorted(acl):
-                self.index.set_document_acl(document_id, acl)
-                status = "acl_updated"
+            relabel = sorted(existing.acl or []) != sorted(acl)
+            status: OutcomeStatus = "acl_updated" if relabel else "unchanged"
             # Nothing to write when nothing changed (a full SQL sync re-reads every row: the
-            # write was half of an unchanged row's cost).
-            if status != "unchanged" or (file_size, mtime_ns) != (existing.size, existing.mtime_ns):
-                self.catalog.upsert(document_id, size=file_size, mtime_ns=mtime_ns, acl=acl)
+            # write was half of an unchanged row's cost), and then no gate to take either.
+            restat = (file_size, mtime_ns) != (existing.size, existing.mtime_ns)
+            if relabel or restat or on_stored is not None:
+                with self.gate.writing():
+                    if relabel:
+                        self.index.set_document_acl(document_id, acl)
+                    if relabel or restat:
+                        self.catalog.upsert(document_id, size=file_size, mtime_ns=mtime_ns, acl=acl)
+                    if on_stored is not None:
+                        on_stored(document_id)
             return FileOutcome(
                 source, status, document_id, existing.chunk_count, seconds=time.perf_counter() - started
             )
@@ -256,32 +267,35 @@ class IngestPipeline:
                 batch_tokens=self.settings.embed.ingest_batch_tokens,
             )
             raise_if_cancelled()
-            self.catalog.upsert(
-                document_id,
-                source=source,
-                source_type=source_type,
-                title=title,
-                format=fmt,
-                status=existing.status if existing else "indexing",
-                acl=acl,
-                meta=doc_metadata,
-                doc_date=date,
-            )
-            self.index.upsert_document(document_id, chunks, vectors)
-            self.catalog.mark_indexed(
-                document_id,
-                content_hash=digest,
-                chunk_count=len(chunks),
-                size=file_size,
-                mtime_ns=mtime_ns,
-                source=source,
-                source_type=source_type,
-                title=title,
-                format=fmt,
-                acl=acl,
-                meta=doc_metadata,
-                doc_date=date,
-            )
+            with self.gate.writing():
+                self.catalog.upsert(
+                    document_id,
+                    source=source,
+                    source_type=source_type,
+                    title=title,
+                    format=fmt,
+                    status=existing.status if existing else "indexing",
+                    acl=acl,
+                    meta=doc_metadata,
+                    doc_date=date,
+                )
+                self.index.upsert_document(document_id, chunks, vectors)
+                self.catalog.mark_indexed(
+                    document_id,
+                    content_hash=digest,
+                    chunk_count=len(chunks),
+                    size=file_size,
+                    mtime_ns=mtime_ns,
+                    source=source,
+                    source_type=source_type,
+                    title=title,
+                    format=fmt,
+                    acl=acl,
+                    meta=doc_metadata,
+                    doc_date=date,
+                )
+                if on_stored is not None:
+                    on_stored(document_id)
         except HanragError as exc:
             return self._failed(document_id, source, source_type, Path(filename).stem, exc, started)
         return FileOutcome(
@@ -368,7 +382,7 @@ class IngestPipeline:
         name = upload_file_name(filename)
         source = upload_source(caller.name, name)
         with self.uploads.incoming(data) as staged:
-            outcome = self.ingest_bytes(
+            return self.ingest_bytes(
                 data,
                 name,
                 source=source,
@@ -378,10 +392,9 @@ class IngestPipeline:
                 date_override=date_override,
                 file_size=len(data),
                 principals=caller.principal_list,
+                # Kept with the document's writes: a backup has both or neither.
+                on_stored=lambda document_id: self.uploads.keep(staged, document_id, name),
             )
-            if outcome.status != "failed":
-                self.uploads.keep(staged, document_id_for("upload", source), name)
-        return outcome
 
     # ------------------------------------------------------------------- runs
 
@@ -486,16 +499,24 @@ class IngestPipeline:
             raise InvalidInputError(f"{shown}: not a directory", code="not_a_directory", field="directory")
         report = self.ingest(request, caller=SYSTEM, on_start=on_start, on_progress=on_progress)
         present = {o.source for o in report.outcomes if o.status != "skipped"}
-        prefix = str(directory.resolve()) + os.sep
-        for source, document_id in self.catalog.sources_under(prefix).items():
-            if source not in present:
-                removed = self.delete_document(document_id)
-                report.outcomes.append(FileOutcome(source, "removed", document_id, removed))
+        report.outcomes.extend(self.remove_vanished(directory, present))
         self.index.refresh()
         return report
 
+    def remove_vanished(self, directory: Path, present: Collection[str]) -> list[FileOutcome]:
+        """Delete the documents of files under ``directory`` whose sources are not in
+        ``present`` (the files a sync found there); one ``removed`` outcome each."""
+        prefix = str(directory.resolve()) + os.sep
+        removed: list[FileOutcome] = []
+        for source, document_id in self.catalog.sources_under(prefix).items():
+            if source not in present:
+                chunks = self.delete_document(document_id)
+                removed.append(FileOutcome(source, "removed", document_id, chunks))
+        return removed
+
     def delete_document(self, document_id: str) -> int:
         """Remove from the index first, then the catalog (a crash in between is redone by sync)."""
-        removed = self.index.delete_document(document_id)
-        self.catalog.delete(document_id)
+        with self.gate.writing():
+            removed = self.index.delete_document(document_id)
+            self.catalog.delete(document_id)
         return removed

@@ -52,6 +52,7 @@ from hanrag.netpolicy import (
     canonical,
     credentials_go_to,
     destination_allowed,
+    offline_refusal,
 )
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ class CallbackNotAllowed(InvalidInputError):
 
     code = "callback_not_allowed"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, field="callback_url")
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, field="callback_url")
 
 
 class CallbackUnresolvable(CallbackNotAllowed):
@@ -147,8 +148,10 @@ class Destination:
         return self.url.copy_with(host=str(ip)), {"Host": self.url.netloc.decode("ascii")}, extensions
 
 
-def resolve_destination(url: str, settings: JobSettings) -> Destination:
-    """Check a callback URL against ``jobs.callback_allow`` (resolving its host now).
+def resolve_destination(url: str, settings: JobSettings, offline: list[str] | None = None) -> Destination:
+    """Check a callback URL against ``jobs.callback_allow`` (resolving its host now) and,
+    in offline mode (``offline``: the ``offline_allow`` entries), the offline rule first
+    (before any lookup; code ``offline_refused``).
 
     Raises :class:`CallbackNotAllowed` (or :class:`CallbackUnresolvable`)."""
     try:
@@ -162,6 +165,8 @@ def resolve_destination(url: str, settings: JobSettings) -> Destination:
         raise CallbackNotAllowed("callback_url must not carry credentials; send them in callback_headers")
     if not host:
         raise CallbackNotAllowed("callback_url has no host")
+    if offline is not None and (why := offline_refusal(url, offline)) is not None:
+        raise CallbackNotAllowed(f"callback_url: {why}", code="offline_refused")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     entries = list(settings.callback_allow)
     if not entries and (host in REFUSED_NAMES or host.endswith(".localhost")):
@@ -185,9 +190,9 @@ def normalize_callback_url(url: str) -> str:
     return url if path == parts.path else urlunsplit(parts._replace(path=path))
 
 
-def check_callback_destination(url: str, settings: JobSettings) -> None:
+def check_callback_destination(url: str, settings: JobSettings, offline: list[str] | None = None) -> None:
     """Submit-time check of a caller's callback URL (blocking: it resolves the host)."""
-    resolve_destination(url, settings)
+    resolve_destination(url, settings, offline)
 
 
 # ------------------------------------------------------------------- headers
@@ -231,14 +236,17 @@ def check_callback_headers(headers: Mapping[str, str]) -> None:
         )
 
 
-def check_callback(url: str | None, headers: Mapping[str, str], settings: JobSettings) -> str | None:
+def check_callback(
+    url: str | None, headers: Mapping[str, str], settings: JobSettings, offline: list[str] | None = None
+) -> str | None:
     """Everything the submit of a job checks about its callback (blocking: resolves);
-    returns the URL to store (:func:`normalize_callback_url`)."""
+    returns the URL to store (:func:`normalize_callback_url`). ``offline``: the
+    ``offline_allow`` entries in offline mode (None: not offline)."""
     check_callback_headers(headers)
     if url is None:
         return None
     url = normalize_callback_url(url)
-    check_callback_destination(url, settings)
+    check_callback_destination(url, settings, offline)
     return url
 
 
@@ -299,6 +307,7 @@ async def deliver(
     secret: str,
     headers: dict[str, str],
     settings: JobSettings,
+    offline: list[str] | None = None,
 ) -> dict[str, Any]:
     """Try up to ``jobs.callback_attempts`` times; returns a delivery report (never raises).
 
@@ -313,11 +322,11 @@ async def deliver(
         for attempt in range(1, settings.callback_attempts + 1):
             final = False
             try:
-                destination = await asyncio.to_thread(resolve_destination, url, settings)
+                destination = await asyncio.to_thread(resolve_destination, url, settings, offline)
             except CallbackUnresolvable:
                 last_error = "callback_unresolvable"
-            except CallbackNotAllowed:
-                last_error, final = "callback_not_allowed", True
+            except CallbackNotAllowed as exc:
+                last_error, final = exc.code, True
             else:
                 fixed = {
                     "Content-Type": "application/json",

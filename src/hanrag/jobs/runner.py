@@ -30,6 +30,7 @@ from hanrag.errors import (
 )
 from hanrag.jobs.base import FINAL_STATES, JobRecord, JobStore, now_iso
 from hanrag.jobs.callbacks import deliver
+from hanrag.jobs.folder_sync import finish_sync, recorded
 from hanrag.jobs.sql_sync import KIND as SQL_SYNC
 from hanrag.jobs.sql_sync import run_sql_sync
 from hanrag.jobs.vocab_reindex import KIND as VOCAB_REINDEX
@@ -137,6 +138,7 @@ async def _send_callback(engine: Engine, store: JobStore, record: JobRecord) -> 
         secret=await asyncio.to_thread(callback_secret, engine),
         headers=record.callback_headers,
         settings=engine.settings.jobs,
+        offline=engine.settings.offline_policy,
     )
     # The caller's callback credentials are kept no longer than needed: once delivery has
     # ended (delivered or given up) they are dropped from the stored record.
@@ -262,12 +264,18 @@ async def _ingest(engine: Engine, store: JobStore, record: JobRecord) -> dict[st
         )
     if stopped:
         return stopped[0]
+    warnings: list[str] = []
+    if request.sync:  # a folder sync: then the documents of vanished files go
+        removed, warnings = await asyncio.to_thread(finish_sync, engine.pipeline, request, plan)
+        if removed:
+            counts["removed"] = removed
     return {
         "files": len(plan.files),
         "counts": counts,
         "chunks": chunks,
         "failures": failures,
         "skipped": len(plan.skipped),
+        **({"warnings": warnings} if warnings else {}),
     }
 
 
@@ -281,6 +289,8 @@ def _attempt(
         return run_sql_sync(engine, store, record, caller_of(record))
     if record.kind == VOCAB_REINDEX:
         return run_vocab_reindex(engine, store, record)
+    if record.payload.get("folder"):  # a scheduled folder sync: its end is the folder's last run
+        return recorded(engine, record, _ingest(engine, store, record))
     return _ingest(engine, store, record)
 
 

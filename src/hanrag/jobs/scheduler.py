@@ -1,4 +1,6 @@
-"""The SQL-source scheduler: queues a ``sql_sync`` job for every source whose sync is due.
+"""The job scheduler: queues a ``sql_sync`` job for every SQL source whose sync is due, and
+an ``ingest`` job with sync semantics for every folder of ``sources.folders`` whose interval
+has passed (:mod:`hanrag.jobs.folder_sync`, claimed the same way).
 
 Runs as one asyncio task beside the job queue of every serving process (``hanrag serve``,
 each of its ``--workers``, and ``hanrag worker``) when ``tables.scheduler`` is true. Every
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from hanrag.errors import HanragError
 from hanrag.jobs.base import JobQueue, JobRecord
+from hanrag.jobs.folder_sync import queue_due_folders
 from hanrag.jobs.sql_sync import KIND, sync_payload
 
 if TYPE_CHECKING:
@@ -74,7 +77,19 @@ class SyncScheduler:
             await asyncio.sleep(self.poll_s)
 
     async def tick(self) -> list[JobRecord]:
-        """One round: claim the due sources and queue their sync jobs; the jobs queued."""
+        """One round: claim the due SQL sources and folders and queue their sync jobs; the
+        jobs queued. A failure of the folders' part is logged; the SQL sources' part goes on."""
+        try:
+            folders = await queue_due_folders(self.engine, self.queue)
+        except Exception as exc:
+            log.error(
+                "folder sync scheduling failed",
+                extra={"error_type": type(exc).__name__, "error": _shown(exc)},
+            )
+            folders = []
+        return [*folders, *await self._tick_sql()]
+
+    async def _tick_sql(self) -> list[JobRecord]:
         # engine.sources is built (catalog I/O) in the thread too, on the first round.
         claimed = await asyncio.to_thread(lambda: self.engine.sources.claim_due())
         if not claimed:

@@ -165,6 +165,19 @@ def plan(engine: Engine, *, timeout_s: float = DEFAULT_TIMEOUT_S, providers: boo
             timeout_s=LOAD_TIMEOUT_S,
         )
     )
+    if settings.offline:
+        from hanrag.ops.offline import doctor_check
+
+        specs.append(
+            Spec(
+                "offline",
+                lambda: doctor_check(engine),
+                "list the hosts in offline_allow",
+                critical=False,
+                after=("catalog",),
+                soft=True,
+            )
+        )
     specs.append(Spec("disk", lambda: checks.check_disk(settings), "check the data directory's volume"))
     specs.append(
         Spec("data_dir", lambda: checks.check_data_dir(settings), f"check {settings.data_dir} and its volume")

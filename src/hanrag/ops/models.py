@@ -101,9 +101,11 @@ def _reload(
     from hanrag.answer.prompts import load_prompts
     from hanrag.embed.factory import reload_embedder
     from hanrag.llm.factory import build_generators, build_registry
+    from hanrag.ops.offline import check_offline
 
     current = engine.settings
     new = settings if settings is not None else load_settings(data_dir=current.data_dir)
+    check_offline(new)  # offline mode: new providers pointing elsewhere are refused
     result: dict[str, Any] = {"reloaded": [], "restart_needed": _restart_needed(current, new)}
 
     # 1. Build the providers and prompts beside those in service (nothing contacted yet).

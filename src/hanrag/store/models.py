@@ -274,6 +274,25 @@ class SqlWatermarkRow(Base):
     )
 
 
+class FolderSyncRow(Base):
+    """The schedule of a folder of ``sources.folders`` (the folders themselves are settings):
+    when the scheduler syncs it next, the job of its last run and that run's report."""
+
+    __tablename__ = "folder_syncs"
+
+    # The folder's absolute path.
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    interval_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
+    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_job_id: Mapped[str | None] = mapped_column(String(64))
+    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_sync: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+
 class FeedbackRow(Base):
     """A thumbs up or down on one answer (issue P12), with copies of what it is about (the
     question, the answer, its citations, the model and timings), so that it outlives the

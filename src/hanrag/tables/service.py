@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hanrag.auth.access import Caller, check_grant, may_add_sources, may_manage, may_query
 from hanrag.errors import ForbiddenError, InvalidInputError, NotFoundError
+from hanrag.netpolicy import offline_refusal
 from hanrag.store.models import SqlSourceRow
 from hanrag.store.sql_sources import SqlSourceStore
 from hanrag.tables.sources import SqlSource, TableConfig, TableSchema, account_can_write, describe, parse_url
@@ -96,6 +97,14 @@ class SourceService:
         if row is None or not may_manage(caller, row.owner):
             raise source_not_found(name)
         return row
+
+    def _check_offline(self, url: str) -> None:
+        """Offline mode: a source on a host that is neither loopback nor in offline_allow."""
+        allow = self.settings.offline_policy
+        if allow is not None and (why := offline_refusal(url, allow)) is not None:
+            raise InvalidInputError(
+                f"the source's URL is refused: {why}", code="offline_refused", field="url"
+            )
 
     def _check_url(self, url: URL, caller: Caller) -> None:
         """Refuse URLs that reach hanrag's own data, and editors' URLs outside the allowed hosts."""
@@ -177,6 +186,7 @@ class SourceService:
             raise InvalidInputError(
                 f"a SQL source named {source.name!r} exists", code="sql_source_exists", field="name"
             )
+        self._check_offline(source.url)
         self._check_url(parse_url(source.url), caller)
         source = self._check_grants(source, caller)
         can_write = self._verify(source)
@@ -264,6 +274,7 @@ class SourceService:
         should_stop: StopFunction | None = None,
     ) -> SyncReport:
         source = self.source(name, caller=caller)
+        self._check_offline(source.url)
         report = sync_source(
             self._pipeline(), source, full=full, on_progress=on_progress, should_stop=should_stop
         )

@@ -313,9 +313,13 @@ async def accept_job(
     caller = current_caller(request)
     # A refused callback destination or header is a 400 now, not a failed delivery later;
     # the URL is stored as checked (runs of "/" in its path collapsed).
-    jobs = get_engine(request).settings.jobs
+    settings = get_engine(request).settings
     callback_url = await asyncio.to_thread(
-        check_callback, str(body.callback_url) if body.callback_url else None, body.callback_headers, jobs
+        check_callback,
+        str(body.callback_url) if body.callback_url else None,
+        body.callback_headers,
+        settings.jobs,
+        settings.offline_policy,
     )
     record = JobRecord(
         kind=kind,

@@ -25,6 +25,7 @@ from hanrag.api.auth import require
 from hanrag.api.deps import CallerDep, get_engine, with_timeout
 from hanrag.api.routers.jobs import ClientData, accept_job
 from hanrag.auth.service import Identity
+from hanrag.jobs.folder_sync import folder_views
 from hanrag.jobs.sql_sync import KIND, sync_payload
 from hanrag.tables.options import source_from_options
 
@@ -101,9 +102,16 @@ async def _service(request: Request, work: Callable[[SourceService], T], *, time
     return await (with_timeout(request, running) if timed else running)
 
 
-@router.get("/sources", summary="The SQL sources the caller manages (URLs masked)")
+@router.get(
+    "/sources",
+    summary="The SQL sources the caller manages (URLs masked, kind sql), and for administrators "
+    "the scheduled folders of sources.folders (kind folder), each with its last run",
+)
 async def list_sources(request: Request, caller: CallerDep, _editor: Editor) -> list[dict[str, Any]]:
-    return await _service(request, lambda sources: sources.list(caller=caller))
+    views = [{**view, "kind": "sql"} for view in await _service(request, lambda s: s.list(caller=caller))]
+    if caller.unrestricted or caller.role == "admin":  # folders are the operator's settings
+        views.extend(await asyncio.to_thread(folder_views, get_engine(request)))
+    return views
 
 
 @router.post("/sources", status_code=201, summary="Add (or replace) a SQL source; nothing is synced yet")
