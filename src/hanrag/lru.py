@@ -44,6 +44,10 @@ class LruCache(Generic[K, V]):
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._entries

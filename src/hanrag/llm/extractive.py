@@ -26,7 +26,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from hanrag.korean.analyzer import char_bigrams, morpheme_tokens, morpheme_tokens_many, sentences
+from hanrag.korean.analyzer import (
+    char_bigrams,
+    dictionary_generation,
+    morpheme_tokens,
+    morpheme_tokens_many,
+    sentences,
+)
 from hanrag.llm.base import GenerationChunk, GenerationOptions, GenerationRequest, Source, Turn
 from hanrag.llm.numeric_ranges import Span, fit, spans
 from hanrag.lru import LruCache
@@ -95,6 +101,7 @@ class _PassageAnalyses:
 
     def __init__(self, capacity: int) -> None:
         self._cache: LruCache[str, tuple[_Sentence, ...]] = LruCache(capacity)
+        self._generation = dictionary_generation()
 
     def stats(self) -> dict[str, int]:
         return {"entries": len(self._cache), "hits": self._cache.hits, "misses": self._cache.misses}
@@ -102,6 +109,10 @@ class _PassageAnalyses:
     def get_many(self, texts: list[str]) -> list[tuple[_Sentence, ...]]:
         found: dict[str, tuple[_Sentence, ...]] = {}
         missing: list[str] = []
+        generation = dictionary_generation()
+        if generation != self._generation:  # the company vocabulary changed: analyse anew
+            self._cache.clear()
+            self._generation = generation
         for text in dict.fromkeys(texts):
             entry = self._cache.get(text)
             if entry is None:
