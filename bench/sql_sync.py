@@ -95,7 +95,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import hashlib
 import inspect
 import io
 import json
@@ -114,19 +113,17 @@ from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
 from sqlalchemy import Column, Date, DateTime, Integer, MetaData, String, Table, create_engine, text, update
 from sqlalchemy.engine import URL, make_url
 
-from hanrag.embed.base import Vectors, estimate_tokens, l2_normalise
 from hanrag.embed.manager import SharedEmbedder
 from hanrag.engine import Engine
 from hanrag.settings import Settings
 from hanrag.tables.sources import SqlSource, TableConfig
 from hanrag.tables.sync import SyncReport, sync_source
+from stand_in import STAND_IN_DIM, StandInEmbedder  # (bench/ is on sys.path)
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-STAND_IN_DIM = 384
 UNCHANGED_TARGET_S = 10.0
 CHANGED_TARGET_S = 30.0
 
@@ -196,41 +193,6 @@ def load_average() -> str:
 
 
 # ------------------------------------------------------------------ stand-in embedder
-
-
-class StandInEmbedder:
-    """Deterministic hashed unit vectors, estimated token counts: the model left out."""
-
-    backend = "bench-stand-in"
-    name = f"blake2b-rng-{STAND_IN_DIM}"
-    serial = False
-
-    def load(self) -> None:
-        pass
-
-    @property
-    def dimension(self) -> int:
-        return STAND_IN_DIM
-
-    @property
-    def device(self) -> str:
-        return "cpu"
-
-    def _vectors(self, texts: list[str]) -> Vectors:
-        out = np.empty((len(texts), STAND_IN_DIM), dtype=np.float32)
-        for i, t in enumerate(texts):
-            seed = int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
-            out[i] = np.random.default_rng(seed).standard_normal(STAND_IN_DIM, dtype=np.float32)
-        return l2_normalise(out)
-
-    def embed_queries(self, texts: list[str]) -> Vectors:
-        return self._vectors(texts)
-
-    def embed_passages(self, texts: list[str]) -> Vectors:
-        return self._vectors(texts)
-
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
 
 
 # ------------------------------------------------------------------------- database
